@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// ConfigVersion is the only configuration file version this build reads.
+const ConfigVersion = 1
+
+// Config is the whole provstick configuration, decoded strictly: an unknown
+// key or version is an error naming it. Subcommands read their part from it.
+// The example in configs/provstick.yaml is loaded by a test.
+type Config struct {
+	Version int         `mapstructure:"version"`
+	Log     LogConfig   `mapstructure:"log"`
+	Store   StoreConfig `mapstructure:"store"`
+}
+
+// LogConfig selects the slog handler.
+type LogConfig struct {
+	Level  string `mapstructure:"level"`  // debug, info, warn, error
+	Format string `mapstructure:"format"` // text or json
+}
+
+// StoreConfig says where the pool lives (issue "kiosk/store").
+type StoreConfig struct {
+	// DSN is a file path for the embedded SQLite store, or a postgres:// URL.
+	DSN string `mapstructure:"dsn"`
+	// PassphraseFile holds the passphrase that unlocks the secrets at rest.
+	PassphraseFile string `mapstructure:"passphrase_file"`
+	// KeyFile holds a raw key instead of a passphrase.
+	KeyFile string `mapstructure:"key_file"`
+	// Station names this machine in the events it writes.
+	Station string `mapstructure:"station"`
+}
+
+// defaults lists every key with its default; viper only maps PROVSTICK_*
+// environment variables onto keys it knows, so every key must be here.
+var defaults = map[string]any{
+	"version":               ConfigVersion,
+	"log.level":             "info",
+	"log.format":            "text",
+	"store.dsn":             "provstick.db",
+	"store.passphrase_file": "",
+	"store.key_file":        "",
+	"store.station":         "",
+}
+
+// flagKeys maps persistent flags to configuration keys.
+var flagKeys = map[string]string{
+	"log-level":  "log.level",
+	"log-format": "log.format",
+}
+
+// loadConfig resolves the configuration with flags over environment over
+// file over defaults, and returns the file it read ("" when none).
+func loadConfig(cmd *cobra.Command, explicit string) (*Config, string, error) {
+	v := viper.New()
+	for k, d := range defaults {
+		v.SetDefault(k, d)
+	}
+	v.SetEnvPrefix("PROVSTICK")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	var bindErr error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if key, ok := flagKeys[f.Name]; ok {
+			bindErr = errors.Join(bindErr, v.BindPFlag(key, f))
+		}
+	})
+	if bindErr != nil {
+		return nil, "", fmt.Errorf("binding flags: %w", bindErr)
+	}
+
+	file := explicit
+	if file == "" {
+		file = findConfigFile()
+	}
+	if file != "" {
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, "", fmt.Errorf("reading configuration %s: %w", file, err)
+		}
+	}
+	var cfg Config
+	if err := v.UnmarshalExact(&cfg); err != nil {
+		return nil, "", fmt.Errorf("configuration %s: %w", orDefaults(file), err)
+	}
+	if cfg.Version != ConfigVersion {
+		return nil, "", fmt.Errorf("configuration %s: field version: unsupported value %d (this build reads version %d)", orDefaults(file), cfg.Version, ConfigVersion)
+	}
+	if file != "" && !filepath.IsAbs(cfg.Store.DSN) && !strings.Contains(cfg.Store.DSN, "://") && v.InConfig("store.dsn") {
+		// A relative store path in a configuration file is relative to
+		// that file ("a file next to the config").
+		cfg.Store.DSN = filepath.Join(filepath.Dir(file), cfg.Store.DSN)
+	}
+	return &cfg, file, nil
+}
+
+func orDefaults(file string) string {
+	if file == "" {
+		return "(defaults and environment)"
+	}
+	return file
+}
+
+// findConfigFile returns ./provstick.yaml or
+// $XDG_CONFIG_HOME/provstick/config.yaml (~/.config when unset), the first
+// that exists, or "".
+func findConfigFile() string {
+	cands := []string{"provstick.yaml"}
+	if dir, err := os.UserConfigDir(); err == nil {
+		cands = append(cands, filepath.Join(dir, "provstick", "config.yaml"))
+	}
+	for _, c := range cands {
+		if fi, err := os.Stat(c); err == nil && !fi.IsDir() {
+			return c
+		}
+	}
+	return ""
+}
+
+func newLogger(w interface{ Write([]byte) (int, error) }, lc LogConfig) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(lc.Level)); err != nil {
+		return nil, fmt.Errorf("configuration field log.level: invalid value %q (want debug, info, warn or error)", lc.Level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch lc.Format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("configuration field log.format: invalid value %q (want text or json)", lc.Format)
+	}
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs every system package and tool provstick's build, demo and tests
+# need on Debian (12 or later). Idempotent: installs only what is missing.
+#   scripts/install-deps.sh          install what is missing
+#   scripts/install-deps.sh --check  exit 1 if anything is missing, change nothing
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: command or file that proves each is there.
+declare -A APT=(
+	[make]=/usr/bin/make
+	[git]=/usr/bin/git
+	[openssl]=/usr/bin/openssl          # TLS-PSK interop peer
+	[xxd]=/usr/bin/xxd
+	[postgresql]=/usr/lib/postgresql    # store tests start a throwaway cluster
+	[ca-certificates]=/etc/ssl/certs
+)
+STATICCHECK_VERSION=v0.8.2                 # staticcheck 2026.2.2, knows Go 1.26
+MESHCENTRAL_VERSION=1.1.55                 # peer for setup.bin interop tests
+MESHCENTRAL_DIR=.cache/meshcentral/$MESHCENTRAL_VERSION
+
+check=0
+[ "${1:-}" = "--check" ] && check=1
+missing=()
+for pkg in "${!APT[@]}"; do
+	[ -e "${APT[$pkg]}" ] || missing+=("$pkg")
+done
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+gobin=$(go env GOPATH)/bin
+need_staticcheck=0
+"$gobin/staticcheck" -version 2>/dev/null | grep -q "(${STATICCHECK_VERSION#v})" || need_staticcheck=1
+need_mc=0
+[ -f "$MESHCENTRAL_DIR/amt/amt-setupbin.js" ] || need_mc=1
+
+if [ $check = 1 ]; then
+	[ ${#missing[@]} = 0 ] && [ $need_staticcheck = 0 ] && [ $need_mc = 0 ] && exit 0
+	echo "missing: ${missing[*]} $( [ $need_staticcheck = 1 ] && echo staticcheck) $( [ $need_mc = 1 ] && echo meshcentral)"
+	exit 1
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "install-deps: installing ${missing[*]}"
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if [ $need_staticcheck = 1 ]; then
+	echo "install-deps: installing staticcheck $STATICCHECK_VERSION"
+	go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+if [ $need_mc = 1 ]; then
+	# Only MeshCentral's amt/ files are used, so fetch the package tarball
+	# with npm and unpack that folder rather than installing its dependencies.
+	echo "install-deps: fetching meshcentral@$MESHCENTRAL_VERSION (amt/ only)"
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	(cd "$tmp" && npm pack --silent "meshcentral@$MESHCENTRAL_VERSION" >/dev/null)
+	mkdir -p "$MESHCENTRAL_DIR"
+	tar -xzf "$tmp"/meshcentral-*.tgz -C "$MESHCENTRAL_DIR" --strip-components=1 package/amt package/package.json package/LICENSE
+fi
+echo "install-deps: everything is installed"
