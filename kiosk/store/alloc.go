@@ -1,0 +1,197 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/provstick/provstick/setupbin"
+)
+
+// MaxRecords bounds the records of one stick (setup.bin counts records in
+// 16 bits, specs/setupbin.md §2).
+const MaxRecords = 65535
+
+// StickSpec says what stick AllocateStick draws entries for.
+type StickSpec struct {
+	Label   string // unique name of the stick, e.g. "line3-0042"
+	Recipe  string // image recipe the stick is built from
+	Count   int    // records on the stick
+	Profile string // firmware profile of the entries
+}
+
+// Stick is a stick as the store knows it.
+type Stick struct {
+	Label      string
+	Recipe     string
+	Profile    string
+	Records    int // records 1..Records
+	Unconsumed int // records allocated and not yet known consumed or voided
+	CreatedAt  time.Time
+	Station    string
+}
+
+// ExhaustedError says the pool had fewer free entries of the profile than a
+// stick needs. It matches ErrPoolExhausted with errors.Is.
+type ExhaustedError struct {
+	Profile    string
+	Want, Free int
+}
+
+func (e *ExhaustedError) Error() string {
+	return fmt.Sprintf("store: pool has %d free %s entries available, the stick needs %d", e.Free, e.Profile, e.Want)
+}
+
+// Is makes errors.Is(err, ErrPoolExhausted) true.
+func (e *ExhaustedError) Is(target error) bool { return target == ErrPoolExhausted }
+
+// AllocateStick draws spec.Count free entries of spec.Profile for a new
+// stick in one transaction and returns the stick and the decrypted entries
+// in record order (record 1 first). Two stations never draw the same
+// entry: on PostgreSQL the free rows are locked with FOR UPDATE SKIP
+// LOCKED (rows another station is drawing are skipped, rows it has drawn
+// no longer match state = 'free'); on SQLite the transaction is BEGIN
+// IMMEDIATE and holds the database's write lock. Either way the UPDATE
+// re-checks state = 'free' and the transaction fails unless every row
+// changed.
+func (s *Store) AllocateStick(ctx context.Context, spec StickSpec) (Stick, []Entry, error) {
+	if s.keys == nil {
+		return Stick{}, nil, fmt.Errorf("allocating stick %q: %w", spec.Label, ErrLocked)
+	}
+	spec.Label = strings.TrimSpace(spec.Label)
+	if spec.Label == "" || len(spec.Label) > 200 {
+		return Stick{}, nil, fmt.Errorf("allocating a stick: label %q: want 1..200 characters: %w", spec.Label, ErrInvalid)
+	}
+	if spec.Count < 1 || spec.Count > MaxRecords {
+		return Stick{}, nil, fmt.Errorf("allocating stick %q: count %d out of range 1..%d: %w", spec.Label, spec.Count, MaxRecords, ErrInvalid)
+	}
+	if !ValidProfile(spec.Profile) {
+		return Stick{}, nil, fmt.Errorf("allocating stick %q: profile %q: want one of %s: %w", spec.Label, spec.Profile, strings.Join(Profiles, ", "), ErrInvalid)
+	}
+	st := Stick{Label: spec.Label, Recipe: spec.Recipe, Profile: spec.Profile, Records: spec.Count, Unconsumed: spec.Count, Station: s.station}
+	var entries []Entry
+	err := s.withTx(ctx, func(tx *sql.Tx, conn *sql.Conn) error {
+		entries = entries[:0]
+		ids := make([]int64, 0, spec.Count)
+		rows, err := tx.QueryContext(ctx, s.q("SELECT id, pid, secrets FROM entries WHERE state = 'free' AND profile = ? ORDER BY id LIMIT ?"+s.d.skipLocked()), spec.Profile, spec.Count)
+		if err != nil {
+			return fmt.Errorf("drawing free entries: %w", err)
+		}
+		for rows.Next() {
+			var id int64
+			var pid string
+			var blob []byte
+			if err := rows.Scan(&id, &pid, &blob); err != nil {
+				rows.Close()
+				return fmt.Errorf("drawing free entries: %w", err)
+			}
+			e := Entry{Profile: spec.Profile, State: StateAllocated, Stick: spec.Label, Record: len(entries) + 1}
+			p, err := setupbin.ParsePID(pid)
+			if err != nil {
+				rows.Close()
+				return fmt.Errorf("drawing free entries: stored %w", err)
+			}
+			e.PID = p
+			if err := s.keys.openEntry(&e, blob); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+			entries = append(entries, e)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("drawing free entries: %w", err)
+		}
+		if len(entries) < spec.Count {
+			return &ExhaustedError{Profile: spec.Profile, Want: spec.Count, Free: len(entries)}
+		}
+		t := now()
+		st.CreatedAt = fromMicros(t)
+		var stickID int64
+		err = tx.QueryRowContext(ctx, s.q(`INSERT INTO sticks (label, recipe, profile, record_count, unconsumed, created_at, station)
+			VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`), spec.Label, spec.Recipe, spec.Profile, spec.Count, spec.Count, t, s.station).Scan(&stickID)
+		if err != nil {
+			if s.d.isUnique(err) {
+				return fmt.Errorf("stick %q already exists: %w", spec.Label, ErrDuplicate)
+			}
+			return fmt.Errorf("recording the stick: %w", err)
+		}
+		if err := s.markAllocated(ctx, tx, stickID, ids, t); err != nil {
+			return err
+		}
+		evs := make([][]any, len(entries))
+		for i := range entries {
+			evs[i] = s.eventRow(event{pid: entries[i].PID, from: StateFree, to: StateAllocated,
+				stickID: sql.NullInt64{Int64: stickID, Valid: true}, record: sql.NullInt64{Int64: int64(i + 1), Valid: true}}, t)
+		}
+		if err := s.d.bulkInsert(ctx, conn, tx, "events", eventCols, evs); err != nil {
+			return err
+		}
+		return s.bumpCounts(ctx, tx, countDelta{spec.Profile, StateFree, -spec.Count}, countDelta{spec.Profile, StateAllocated, spec.Count})
+	})
+	if err != nil {
+		var ee *ExhaustedError
+		if errors.As(err, &ee) {
+			return Stick{}, nil, err
+		}
+		return Stick{}, nil, fmt.Errorf("allocating stick %q: %w", spec.Label, err)
+	}
+	s.log.Info("stick allocated", "label", spec.Label, "records", spec.Count, "profile", spec.Profile)
+	return st, entries, nil
+}
+
+// markAllocated moves the drawn entries (ids in record order) to the
+// stick, re-checking that each is still free. PostgreSQL does it in one
+// statement over arrays (one round trip); SQLite, in process, row by row.
+func (s *Store) markAllocated(ctx context.Context, tx *sql.Tx, stickID int64, ids []int64, t int64) error {
+	if s.d.engine() == Postgres {
+		recs := make([]int64, len(ids))
+		for i := range recs {
+			recs[i] = int64(i + 1)
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE entries e SET state = 'allocated', stick_id = $1, record = v.rec, updated_at = $2
+			FROM unnest($3::bigint[], $4::bigint[]) AS v(id, rec) WHERE e.id = v.id AND e.state = 'free'`, stickID, t, ids, recs)
+		if err != nil {
+			return fmt.Errorf("allocating entries: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != int64(len(ids)) {
+			return fmt.Errorf("allocating entries: %d of %d drawn by another station: %w", int64(len(ids))-n, len(ids), ErrIllegalTransition)
+		}
+		return nil
+	}
+	upd, err := tx.PrepareContext(ctx, "UPDATE entries SET state = 'allocated', stick_id = ?, record = ?, updated_at = ? WHERE id = ? AND state = 'free'")
+	if err != nil {
+		return fmt.Errorf("allocating entries: %w", err)
+	}
+	defer upd.Close()
+	for i, id := range ids {
+		res, err := upd.ExecContext(ctx, stickID, i+1, t, id)
+		if err != nil {
+			return fmt.Errorf("allocating entries: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("allocating entries: record %d drawn by another station: %w", i+1, ErrIllegalTransition)
+		}
+	}
+	return nil
+}
+
+// Stick returns the stick with the given label.
+func (s *Store) Stick(ctx context.Context, label string) (Stick, error) {
+	var st Stick
+	var t int64
+	err := s.db.QueryRowContext(ctx, s.q("SELECT label, recipe, profile, record_count, unconsumed, created_at, station FROM sticks WHERE label = ?"), label).
+		Scan(&st.Label, &st.Recipe, &st.Profile, &st.Records, &st.Unconsumed, &t, &st.Station)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Stick{}, fmt.Errorf("stick %q: %w", label, ErrNotFound)
+	}
+	if err != nil {
+		return Stick{}, fmt.Errorf("reading stick %q: %w", label, err)
+	}
+	st.CreatedAt = fromMicros(t)
+	return st, nil
+}
