@@ -233,10 +233,12 @@ type ImportEntry struct {
 	PPS             setupbin.PPS
 	NewPassword     setupbin.Password // "" → ImportSpec's choice
 	CurrentPassword setupbin.Password // "" → ImportSpec's choice
+	Profile         string            // "" → ImportSpec's Profile
 }
 
 // ImportSpec says how imported entries are completed.
 type ImportSpec struct {
+	// Profile for entries without one.
 	Profile string
 	// CurrentPassword for entries without one; "" means "admin".
 	CurrentPassword setupbin.Password
@@ -259,9 +261,6 @@ func (s *Store) Import(ctx context.Context, es []ImportEntry, spec ImportSpec) e
 	if len(es) == 0 || len(es) > MaxAdd {
 		return fmt.Errorf("importing entries: %d entries, want 1..%d: %w", len(es), MaxAdd, ErrInvalid)
 	}
-	if !ValidProfile(spec.Profile) {
-		return fmt.Errorf("importing entries: profile %q: want one of %s: %w", spec.Profile, strings.Join(Profiles, ", "), ErrInvalid)
-	}
 	if spec.CurrentPassword == "" {
 		spec.CurrentPassword = setupbin.DefaultMEBxPassword
 	}
@@ -272,7 +271,13 @@ func (s *Store) Import(ctx context.Context, es []ImportEntry, spec ImportSpec) e
 		return fmt.Errorf("importing entries: %w", err)
 	}
 	lines := make(map[setupbin.PID]int, min(len(es), addChunk))
+	perProfile := map[string]int{}
 	for _, ie := range es {
+		p := cmpOr(ie.Profile, spec.Profile)
+		if !ValidProfile(p) {
+			return fmt.Errorf("importing entries: line %d: profile %q: want one of %s: %w", ie.Line, p, strings.Join(Profiles, ", "), ErrInvalid)
+		}
+		perProfile[p]++
 		if !ie.PID.Valid() || !ie.PPS.Valid() {
 			return fmt.Errorf("importing entries: line %d: PID or PPS invalid: %w", ie.Line, ErrInvalid)
 		}
@@ -293,7 +298,7 @@ func (s *Store) Import(ctx context.Context, es []ImportEntry, spec ImportSpec) e
 			part := es[start:min(start+addChunk, len(es))]
 			chunk := make([]Entry, len(part))
 			for i, ie := range part {
-				chunk[i] = Entry{PID: ie.PID, PPS: ie.PPS, Profile: spec.Profile,
+				chunk[i] = Entry{PID: ie.PID, PPS: ie.PPS, Profile: cmpOr(ie.Profile, spec.Profile),
 					CurrentPassword: cmpOr(ie.CurrentPassword, spec.CurrentPassword),
 					NewPassword:     cmpOr(ie.NewPassword, spec.NewPassword)}
 				if chunk[i].NewPassword == "" {
@@ -316,7 +321,11 @@ func (s *Store) Import(ctx context.Context, es []ImportEntry, spec ImportSpec) e
 				return err
 			}
 		}
-		return s.bumpCounts(ctx, tx, countDelta{spec.Profile, StateFree, len(es)})
+		var ds []countDelta
+		for p, n := range perProfile {
+			ds = append(ds, countDelta{p, StateFree, n})
+		}
+		return s.bumpCounts(ctx, tx, ds...)
 	})
 	if err != nil {
 		var de *DuplicateError
@@ -328,11 +337,11 @@ func (s *Store) Import(ctx context.Context, es []ImportEntry, spec ImportSpec) e
 		}
 		return fmt.Errorf("importing entries: %w", err)
 	}
-	s.log.Info("entries imported", "count", len(es), "profile", spec.Profile)
+	s.log.Info("entries imported", "count", len(es))
 	return nil
 }
 
-func cmpOr(a, b setupbin.Password) setupbin.Password {
+func cmpOr[T ~string](a, b T) T {
 	if a != "" {
 		return a
 	}
