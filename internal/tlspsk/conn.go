@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -524,7 +525,7 @@ func (c *Conn) readHandshake() (uint8, []byte, error) {
 			}
 		}
 		if err := c.readRecord(); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 				return 0, nil, fmt.Errorf("%w: %w", ErrHandshakeClosed, err)
 			}
 			return 0, nil, err
