@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -58,25 +57,24 @@ func ParseAddress(s string) (Address, error) {
 	bad := func(why string) (Address, error) {
 		return Address{}, fmt.Errorf("parsing ME address %q: %s (want mei:///dev/mei0, unix:///path/to.sock or virtio:%s)", s, why, DefaultVirtioPort)
 	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return bad("not a URL")
-	}
-	switch u.Scheme {
-	case "mei", "unix", "virtio":
-	case "":
+	// Not net/url: socket paths may hold '#', '?' or '%' literally.
+	scheme, rest, ok := strings.Cut(s, ":")
+	if !ok || scheme == "" || strings.ContainsAny(scheme, "/ ") {
 		return bad("missing scheme")
+	}
+	switch scheme {
+	case "mei", "unix", "virtio":
 	default:
-		return bad("unknown scheme " + u.Scheme)
+		return bad("unknown scheme " + scheme)
 	}
-	if u.Host != "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return bad("unexpected host, user, query or fragment")
+	p := rest
+	if after, ok := strings.CutPrefix(rest, "//"); ok {
+		if after != "" && !strings.HasPrefix(after, "/") {
+			return bad("unexpected host")
+		}
+		p = after
 	}
-	p := u.Path
-	if u.Opaque != "" {
-		p = u.Opaque
-	}
-	switch u.Scheme {
+	switch scheme {
 	case "mei":
 		if !strings.HasPrefix(p, "/") {
 			return bad("the device must be an absolute path")
