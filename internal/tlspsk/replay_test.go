@@ -35,7 +35,9 @@ var replayCases = []replayCase{
 }
 
 // seededRand is the deterministic randomness of recordings and replays.
-func seededRand() io.Reader { return rand.NewChaCha8([32]byte{'p', 'r', 'o', 'v', 's', 't', 'i', 'c', 'k'}) }
+func seededRand() io.Reader {
+	return rand.NewChaCha8([32]byte{'p', 'r', 'o', 'v', 's', 't', 'i', 'c', 'k'})
+}
 
 // recConn records what passes through a net.Conn.
 type recConn struct {
