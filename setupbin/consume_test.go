@@ -166,10 +166,10 @@ func TestConsumeCrash(t *testing.T) {
 		}
 		// What the reader must say after each write of Consume.
 		wantConsume := [][]string{
-			{},                       // nothing written
-			{CodeConsumedButValid},   // counter written
-			{CodeConsumedNotZeroed},  // valid bit cleared
-			{},                       // body zeroed: done
+			{},                      // nothing written
+			{CodeConsumedButValid},  // counter written
+			{CodeConsumedNotZeroed}, // valid bit cleared
+			{},                      // body zeroed: done
 		}
 		for allow := 0; allow <= 3; allow++ {
 			for _, tear := range []int{0, 2, 200} {

@@ -458,6 +458,7 @@ func (p *parser) checkRecordRules(i int, es []Entry, bodyOff int64) {
 	var hasCur, hasPID, hasPPS bool
 	var newAt, haltAt int64 = -1, -1
 	var lastMod Module
+	modOrderReported := false
 	for _, e := range es {
 		switch e.Var {
 		case VarCurrentPassword:
@@ -479,7 +480,10 @@ func (p *parser) checkRecordRules(i int, es []Entry, bodyOff int64) {
 			}
 		}
 		if m := e.Var.Module(); m < lastMod {
-			fs.add(CodeRecordOrderRule, SevError, e.Offset, i, "record %d: module %d entry after module %d", i, m, lastMod)
+			if !modOrderReported {
+				fs.add(CodeRecordOrderRule, SevError, e.Offset, i, "record %d: module %d entry after module %d", i, m, lastMod)
+				modOrderReported = true
+			}
 		} else {
 			lastMod = m
 		}
