@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"strings"
 	"time"
@@ -288,4 +289,22 @@ type owningTransport struct {
 
 func (o *owningTransport) Close() error {
 	return errors.Join(o.Transport.Close(), o.dev.Close())
+}
+
+// DeviceHint explains a failure to open the MEI device in words a
+// technician can act on, or returns "" for other errors.
+func DeviceHint(err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "no MEI device: the mei_me driver is not loaded (modprobe mei_me), or the Management Engine is disabled in the BIOS, or this machine has none"
+	case errors.Is(err, fs.ErrPermission):
+		return "permission denied on the MEI device: run as root (or give your user access to /dev/mei0)"
+	case errors.Is(err, ErrNoClient):
+		return "the ME has no AMT host interface: AMT is not present on this SKU, or it is disabled in the MEBx/BIOS"
+	case errors.Is(err, ErrBusy):
+		return "another program holds the AMT interface (often lms, the Local Manageability Service): stop it and retry"
+	case errors.Is(err, ErrNotReady):
+		return "the Management Engine is not ready (it may be resetting): wait and retry"
+	}
+	return ""
 }
