@@ -385,7 +385,9 @@ func (c *Conn) readRecord() error {
 	if typ < recordChangeCipherSpec || typ > recordApplicationData {
 		return c.fatal(alertUnexpectedMessage)
 	}
-	if vers>>8 != 3 || (c.in.version != 0 && vers != c.in.version) {
+	// Any 3.x during the handshake (old firmware may keep 3.1 in record
+	// headers until it has switched keys), the negotiated one afterwards.
+	if vers>>8 != 3 || (c.handshakeComplete.Load() && vers != c.in.version) {
 		return c.fatal(alertProtocolVersion)
 	}
 	if n > maxCiphertext {

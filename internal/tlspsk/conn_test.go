@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -398,5 +400,43 @@ func TestListenAndDialer(t *testing.T) {
 	b := make([]byte, 4)
 	if _, err := io.ReadFull(c, b); err != nil || string(b) != "echo" {
 		t.Fatalf("%q %v", b, err)
+	}
+}
+
+// TestHTTPTransport is how the WS-Man client uses the package:
+// http.Transport.DialTLSContext with a Dialer, against an HTTP server on
+// Listen (the simulator's side).
+func TestHTTPTransport(t *testing.T) {
+	scfg := serverConfig(t, testPID, testPPS, KeyPPSASCII)
+	scfg.Hint = testPID
+	l, err := Listen("tcp", "127.0.0.1:0", scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Write(bytes.ToUpper(body))
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	ccfg := &Config{Identity: func(hint string) (string, []byte, error) {
+		if hint != testPID {
+			return "", nil, errors.New("unexpected hint")
+		}
+		return hint, KeyPPSASCII.Key(hint, testPPS), nil
+	}}
+	client := &http.Client{Transport: &http.Transport{DialTLSContext: (&Dialer{Config: ccfg}).DialContext}}
+	defer client.CloseIdleConnections()
+	for i := range 3 { // the second and third reuse the connection
+		resp, err := client.Post("https://"+l.Addr().String()+"/wsman", "application/soap+xml", strings.NewReader("envelope"))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ENVELOPE" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
+		}
 	}
 }

@@ -205,3 +205,27 @@ func record(t *testing.T, rc replayCase, base string) {
 		t.Fatal(err)
 	}
 }
+
+// TestReplayTampered: a flipped bit in application data after the
+// handshake is bad_record_mac, and not ErrBadKey (that is only for
+// Finished).
+func TestReplayTampered(t *testing.T) {
+	rc := replayCases[0]
+	peer, err := os.ReadFile(filepath.Join("testdata", "replay", rc.name+".peer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer[len(peer)-1] ^= 1 // last byte of the last record, "pong\n"
+	c := Client(&replayConn{r: bytes.NewReader(peer)}, rc.config(t))
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadFull(c, make([]byte, 5))
+	var ae *AlertError
+	if !errors.As(err, &ae) || ae.Description != uint8(alertBadRecordMAC) || ae.Remote || errors.Is(err, ErrBadKey) {
+		t.Fatalf("got %v, want a local bad_record_mac alert that is not ErrBadKey", err)
+	}
+}
