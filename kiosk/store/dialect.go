@@ -39,6 +39,8 @@ type dialect interface {
 	isUnique(err error) bool
 	// migrationDir names the directory of migrations for this engine.
 	migrationDir() string
+	// afterBulk runs after a large insert has committed.
+	afterBulk(ctx context.Context, db *sql.DB) error
 }
 
 // openDB opens the database a DSN names, with the engine's settings.
@@ -66,6 +68,10 @@ func openDB(ctx context.Context, dsn string) (dialect, *sql.DB, error) {
 	v.Add("_pragma", "journal_mode(WAL)")
 	v.Add("_pragma", "synchronous(FULL)")
 	v.Add("_pragma", "foreign_keys(1)")
+	// Statement journals and the page cache in memory: a bulk insert
+	// otherwise writes every page twice through temporary files.
+	v.Add("_pragma", "temp_store(MEMORY)")
+	v.Add("_pragma", "cache_size(-65536)")
 	v.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+escapePath(dsn)+"?"+v.Encode())
 	if err != nil {
@@ -112,6 +118,10 @@ func (sqliteDialect) rebind(q string) string { return q }
 func (sqliteDialect) forUpdate() string      { return "" }
 func (sqliteDialect) skipLocked() string     { return "" }
 func (sqliteDialect) migrationDir() string   { return "migrations/sqlite" }
+
+// afterBulk does nothing: SQLite's planner needs no statistics to use
+// entries_free for the allocation query.
+func (sqliteDialect) afterBulk(context.Context, *sql.DB) error { return nil }
 
 func (sqliteDialect) lockMigrations(context.Context, *sql.Tx) error {
 	return nil // BEGIN IMMEDIATE holds the write lock
@@ -220,6 +230,15 @@ func (postgresDialect) rebind(q string) string {
 
 // migrationLockID is an arbitrary constant naming provstick's advisory lock.
 const migrationLockID = 0x70726f76 // "prov"
+
+// afterBulk refreshes the planner's statistics: right after a bulk load
+// into a new table PostgreSQL believes entries holds a handful of rows and
+// answers the allocation query with a bitmap scan and a sort of every free
+// entry (300 ms for 100,000) instead of walking entries_free in order.
+func (postgresDialect) afterBulk(ctx context.Context, db *sql.DB) error {
+	_, err := db.ExecContext(ctx, "ANALYZE entries")
+	return err
+}
 
 func (postgresDialect) lockMigrations(ctx context.Context, tx *sql.Tx) error {
 	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLockID)

@@ -59,17 +59,20 @@ CREATE TABLE entries (
     updated_at  INTEGER NOT NULL,
     CHECK (state <> 'free' OR stick_id IS NULL),
     CHECK (state IN ('free', 'void') OR (stick_id IS NOT NULL AND record IS NOT NULL)),
-    CHECK ((stick_id IS NULL) = (record IS NULL)),
-    UNIQUE (stick_id, record)
+    CHECK ((stick_id IS NULL) = (record IS NULL))
 );
+-- One entry per record of a stick (free entries stay out of the index).
+CREATE UNIQUE INDEX entries_stick_record ON entries (stick_id, record) WHERE stick_id IS NOT NULL;
 -- Allocation draws the oldest free entries of a profile.
 CREATE INDEX entries_free ON entries (profile, id) WHERE state = 'free';
 
 -- events is append-only: one row per state change, written in the same
--- transaction as the change.
+-- transaction as the change. pid names the entry (PIDs are unique forever);
+-- it is not a foreign key, which would cost a lookup per row on the bulk
+-- inserts of generation and import (the tests check the pairing).
 CREATE TABLE events (
     id         INTEGER PRIMARY KEY,
-    pid        TEXT    NOT NULL REFERENCES entries (pid),
+    pid        TEXT    NOT NULL,
     at         INTEGER NOT NULL,
     from_state TEXT    NOT NULL,
     to_state   TEXT    NOT NULL,
@@ -83,7 +86,8 @@ CREATE TABLE events (
 CREATE INDEX events_pid ON events (pid, id);
 
 -- pool_counts is maintained in the same transaction as every state change,
--- so that pool status never counts entries.
+-- so that pool status never counts entries. No CHECK (n >= 0): an upsert
+-- with a negative delta is checked before ON CONFLICT applies it.
 CREATE TABLE pool_counts (
     profile TEXT    NOT NULL,
     state   TEXT    NOT NULL,
