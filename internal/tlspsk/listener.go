@@ -6,6 +6,8 @@ import (
 	"net"
 )
 
+var _ net.Listener = (*listener)(nil)
+
 type listener struct {
 	net.Listener
 	config *Config

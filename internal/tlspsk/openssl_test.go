@@ -123,11 +123,12 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// waitListening waits until a socket listens on 127.0.0.1:port. It reads
+// waitListening waits until a socket listens on 127.0.0.1:port and reports
+// whether one does; false means the process exited first. It reads
 // /proc/net/tcp rather than connecting, because s_server -brief exits after
 // a connection that fails its handshake, and it prints no "ACCEPT" line in
 // -brief mode (whose clean stdout we need for the data checks).
-func waitListening(t testing.TB, p *opensslProc, port int) {
+func waitListening(t testing.TB, p *opensslProc, port int) bool {
 	t.Helper()
 	want := fmt.Sprintf("0100007F:%04X", port)
 	deadline := time.Now().Add(10 * time.Second)
@@ -139,16 +140,17 @@ func waitListening(t testing.TB, p *opensslProc, port int) {
 		for _, line := range strings.Split(string(b), "\n") {
 			f := strings.Fields(line)
 			if len(f) > 3 && f[1] == want && f[3] == "0A" { // 0A = LISTEN
-				return
+				return true
 			}
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("s_server exited before listening: %v\n%s", p.err, p.stderr)
+			return false
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
 	t.Fatalf("s_server does not listen on port %d after 10s; stderr:\n%s", port, p.stderr)
+	return false
 }
 
 func pskHex(key []byte) string { return hex.EncodeToString(key) }
@@ -166,7 +168,8 @@ type sServerOpts struct {
 func startSServer(t testing.TB, o sServerOpts) (*opensslProc, string) {
 	t.Helper()
 	port := freePort(t)
-	args := []string{"s_server", "-accept", "127.0.0.1:" + strconv.Itoa(port), "-nocert",
+	args := []string{"s_server", "-accept", "127.0.0.1:" + strconv.Itoa(port), "-nocert", // args[2] is the address
+
 		"-psk", pskHex(o.key), "-cipher", opensslCipher(o.suite), opensslVersionFlag[o.vers], "-brief"}
 	if o.hint != "" {
 		args = append(args, "-psk_hint", o.hint)
@@ -177,9 +180,19 @@ func startSServer(t testing.TB, o sServerOpts) (*opensslProc, string) {
 	if o.naccept > 0 {
 		args = append(args, "-naccept", strconv.Itoa(o.naccept))
 	}
-	p := startOpenSSL(t, args...)
-	waitListening(t, p, port)
-	return p, "127.0.0.1:" + strconv.Itoa(port)
+	// The port was free a moment ago; another process may have taken it
+	// since, in which case s_server exits and we try another.
+	for attempt := 1; ; attempt++ {
+		p := startOpenSSL(t, args...)
+		if waitListening(t, p, port) {
+			return p, "127.0.0.1:" + strconv.Itoa(port)
+		}
+		if attempt == 3 {
+			t.Fatalf("s_server exited before listening: %v\n%s", p.err, p.stderr)
+		}
+		port = freePort(t)
+		args[2] = "127.0.0.1:" + strconv.Itoa(port)
+	}
 }
 
 type sClientOpts struct {
