@@ -30,14 +30,14 @@ const DefaultMEBxPassword Password = "admin"
 // toward no complexity class, and we avoid them too.
 const forbidden = "\"',<>:& _"
 
-func isForbidden(c byte) bool {
+// forbiddenTab[c] reports whether c is in forbidden (a table: the
+// writer checks every password of 100,000-record files).
+var forbiddenTab = func() (t [256]bool) {
 	for i := 0; i < len(forbidden); i++ {
-		if forbidden[i] == c {
-			return true
-		}
+		t[forbidden[i]] = true
 	}
-	return false
-}
+	return t
+}()
 
 // ValidateCurrentPassword checks a current MEBx password (variable 1/1):
 // 1–32 characters of 7-bit printable ASCII. It is what the machine has now,
@@ -58,34 +58,61 @@ func ValidateCurrentPassword(p Password) error {
 // characters of 7-bit printable ASCII with a digit, a lower-case letter, an
 // upper-case letter and a non-alphanumeric character, none of
 // " ' , < > : & space _. The error names the rule, never the password.
-func ValidateMEBxPassword(p Password) error {
+func ValidateMEBxPassword(p Password) error { return validateMEBx(p) }
+
+// Character classes for the §4.2 rules, one table lookup per character.
+const (
+	clsBad = iota // not printable 7-bit ASCII
+	clsForbidden
+	clsDigit
+	clsLower
+	clsUpper
+	clsOther
+)
+
+var charClass = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		switch {
+		case c < 0x20 || c > 0x7e:
+			t[c] = clsBad
+		case forbiddenTab[c]:
+			t[c] = clsForbidden
+		case c >= '0' && c <= '9':
+			t[c] = clsDigit
+		case c >= 'a' && c <= 'z':
+			t[c] = clsLower
+		case c >= 'A' && c <= 'Z':
+			t[c] = clsUpper
+		default:
+			t[c] = clsOther
+		}
+	}
+	return t
+}()
+
+// validateMEBx is ValidateMEBxPassword over a string or the bytes of an
+// entry, without converting (the reader checks 100,000 of them).
+func validateMEBx[T ~string | ~[]byte](p T) error {
 	const field = "new MEBx password"
 	if len(p) < 8 || len(p) > 32 {
 		return &ValueError{Field: field, Reason: fmt.Sprintf("has %d characters, want 8 to 32", len(p)), Err: ErrValue}
 	}
-	var digit, lower, upper, other bool
+	var seen uint8
 	for i := 0; i < len(p); i++ {
-		c := p[i]
-		switch {
-		case c < 0x20 || c > 0x7e:
+		switch cls := charClass[p[i]]; cls {
+		case clsBad:
 			return &ValueError{Field: field, Reason: fmt.Sprintf("character %d is not printable 7-bit ASCII", i+1), Err: ErrValue}
-		case isForbidden(c):
+		case clsForbidden:
 			return &ValueError{Field: field, Reason: fmt.Sprintf("character %d is one of the forbidden characters \" ' , < > : & space _", i+1), Err: ErrValue}
-		case c >= '0' && c <= '9':
-			digit = true
-		case c >= 'a' && c <= 'z':
-			lower = true
-		case c >= 'A' && c <= 'Z':
-			upper = true
 		default:
-			other = true
+			seen |= 1 << cls
 		}
 	}
-	for _, r := range []struct {
-		ok   bool
+	for _, r := range [...]struct {
+		cls  uint8
 		what string
-	}{{digit, "a digit"}, {lower, "a lower-case letter"}, {upper, "an upper-case letter"}, {other, "a non-alphanumeric character"}} {
-		if !r.ok {
+	}{{clsDigit, "a digit"}, {clsLower, "a lower-case letter"}, {clsUpper, "an upper-case letter"}, {clsOther, "a non-alphanumeric character"}} {
+		if seen&(1<<r.cls) == 0 {
 			return &ValueError{Field: field, Reason: "needs " + r.what, Err: ErrValue}
 		}
 	}

@@ -55,8 +55,14 @@ func (p *PSK) Record(prof *Profile) (Record, error) {
 		addr = AddrEntry(p.ServerAddr).Value
 	}
 	n := len(cur) + len(p.NewPassword) + 1 + 8 + 32 + len(addr) + 2 + len(p.DomainName) + len(p.HostName) + 1
+	ne := 5
+	for _, set := range []bool{p.HostName != "", p.DomainName != "", p.DHCP != DHCPUnset, addr != nil, p.ServerPort != 0} {
+		if set {
+			ne++
+		}
+	}
 	buf := make([]byte, 0, n)
-	es := make([]Entry, 0, 10)
+	es := make([]Entry, 0, ne)
 	add := func(v Var, b []byte) {
 		start := len(buf)
 		buf = append(buf, b...)
@@ -87,6 +93,9 @@ func (p *PSK) Record(prof *Profile) (Record, error) {
 		info := LookupVar(e.Var)
 		if prof != nil && !prof.Accepts(e.Var) {
 			return Record{}, fmt.Errorf("setupbin: building PSK record: %s is not accepted by profile %s: %w", e.Var, prof.Name, ErrValue)
+		}
+		if i < 5 {
+			continue // checked above
 		}
 		if pr := checkValue(e, info, V4_0); pr != nil {
 			return Record{}, fmt.Errorf("setupbin: building PSK record: %s: %w", pr.msg, ErrValue)

@@ -99,16 +99,30 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 	p := newParser(&rd.Header, size)
 	p.checkHeader(hb[:])
 	if p.nrec > 0 {
-		data := make([]byte, p.nrec*p.recSize) // ≤ size: bounded by the file, not by a count
-		if n, err := r.ReadAt(data, ChunkSize); n < len(data) {
-			return nil, fmt.Errorf("setupbin: reading records: %w", err)
-		}
-		recs := make([]Record, p.nrec)
+		// Read a batch of records at a time into one reused buffer; only
+		// the entry lists are kept (copied into p's arena). Every
+		// allocation is bounded by the file size, not by a count.
+		p.copyValues = true
+		batch := max(1, readBatchSize/p.recSize)
+		buf := make([]byte, min(batch, p.nrec)*p.recSize)
 		rd.Records = make([]*Record, p.nrec)
-		for i := range recs {
-			off := int64(i) * p.recSize
-			p.parseRecord(i, data[off:off+p.recSize], ChunkSize+off, &recs[i])
-			rd.Records[i] = &recs[i]
+		var recs []Record
+		for i := int64(0); i < p.nrec; {
+			n := min(batch, p.nrec-i)
+			b := buf[:n*p.recSize]
+			off := ChunkSize + i*p.recSize
+			if got, err := r.ReadAt(b, off); got < len(b) {
+				return nil, fmt.Errorf("setupbin: reading records at %#x: %w", off, err)
+			}
+			for j := int64(0); j < n; j, i = j+1, i+1 {
+				if len(recs) == 0 {
+					recs = make([]Record, min(recordChunk, p.nrec-i))
+				}
+				rec := &recs[0]
+				recs = recs[1:]
+				p.parseRecord(int(i), b[j*p.recSize:(j+1)*p.recSize], off+j*p.recSize, rec)
+				rd.Records[i] = rec
+			}
 		}
 	}
 	p.finish()
@@ -155,20 +169,29 @@ func (r *Reader) Next() (*Record, error) {
 	return r.Records[i], nil
 }
 
+const (
+	readBatchSize = 64 << 10 // bytes of records read at once
+	recordChunk   = 128      // Records allocated at once
+	entryChunk    = 256      // Entries allocated at once
+	arenaChunk    = 16 << 10 // value bytes allocated at once
+)
+
 // parser holds the layout derived from a header and collects findings.
 type parser struct {
-	h        *Header
-	fs       findings
-	size     int64
-	chunks   int64 // chunks per record used for the layout
-	recSize  int64
-	nrec     int64 // whole records present, ≤ RecordCount
-	consumed int64 // records the counter says are consumed (0 on a don't-consume file)
-	pool     []Entry
-	scratch  []Entry
-	used     [3]bool // modules 1, 2 used by a parsed record; [0]: another module
-	unread   bool    // some record's entries were not read (consumed, broken)
-	nScr     int
+	copyValues bool   // copy entry lists out of the record buffer (reused)
+	arena      []byte // where copied entry lists go
+	h          *Header
+	fs         findings
+	size       int64
+	chunks     int64 // chunks per record used for the layout
+	recSize    int64
+	nrec       int64 // whole records present, ≤ RecordCount
+	consumed   int64 // records the counter says are consumed (0 on a don't-consume file)
+	pool       []Entry
+	scratch    []Entry
+	used       [3]bool // modules 1, 2 used by a parsed record; [0]: another module
+	unread     bool    // some record's entries were not read (consumed, broken)
+	nScr       int
 }
 
 func newParser(h *Header, size int64) *parser {
@@ -404,8 +427,22 @@ func (p *parser) parseEntries(i int, body []byte, bodyOff int64) []Entry {
 	if len(es) == 0 {
 		return nil
 	}
+	if p.copyValues {
+		// The record buffer is reused: keep a copy of the entry list.
+		if len(p.arena) < pos {
+			p.arena = make([]byte, max(arenaChunk, pos))
+		}
+		list := p.arena[:pos:pos]
+		p.arena = p.arena[pos:]
+		copy(list, body[:pos])
+		for k := range es {
+			start := int(es[k].Offset-bodyOff) + entryHeaderLen
+			end := start + len(es[k].Value)
+			es[k].Value = list[start:end:end]
+		}
+	}
 	if len(p.pool) < len(es) {
-		p.pool = make([]Entry, max(4096, len(es)))
+		p.pool = make([]Entry, max(entryChunk, len(es)))
 	}
 	out := p.pool[:len(es):len(es)]
 	p.pool = p.pool[len(es):]

@@ -575,7 +575,7 @@ func checkValue(e *Entry, info *VarInfo, ver Version) *problem {
 			}
 		}
 		if e.Var == VarNewPassword {
-			if err := ValidateMEBxPassword(Password(e.Value)); err != nil {
+			if err := validateMEBx(e.Value); err != nil {
 				return &problem{code: CodeNewPasswordRules, msg: err.(*ValueError).Reason + ": the MEBx will refuse it (§4.2)"}
 			}
 		}
