@@ -180,7 +180,16 @@ func (d *Device) State() State {
 	return d.st.clone()
 }
 
-// Update changes the state under the device's lock.
+// shallow returns a copy sharing the slices; writers replace slices
+// rather than change their elements, so this is safe to read.
+func (d *Device) shallow() State {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.st
+}
+
+// Update changes the state under the device's lock. f must replace
+// slices (Hashes, Unsupported) rather than change their elements in place.
 func (d *Device) Update(f func(*State)) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -249,12 +258,14 @@ func (d *Device) ApplySetupRecord(r SetupRecord) error {
 		d.st.DNSSuffix = r.DNSSuffix
 		d.st.PKISuffix = r.DNSSuffix
 	}
+	hashes := slices.Clone(d.st.Hashes)
 	for _, h := range r.Hashes {
-		h.Handle = d.nextHandle()
+		h.Handle = d.nextHandle(hashes)
 		h.Default = false
 		h.Hash = slices.Clone(h.Hash)
-		d.st.Hashes = append(d.st.Hashes, h)
+		hashes = append(hashes, h)
 	}
+	d.st.Hashes = hashes
 	d.st.ProvisioningState = amthi.StateIn
 	d.st.ProvisioningMode = amthi.ModeEnterprise
 	d.st.TLSMode = amthi.TLSModePSK
@@ -264,9 +275,9 @@ func (d *Device) ApplySetupRecord(r SetupRecord) error {
 	return nil
 }
 
-func (d *Device) nextHandle() uint32 {
+func (d *Device) nextHandle(hashes []CertHash) uint32 {
 	var h uint32
-	for _, c := range d.st.Hashes {
+	for _, c := range hashes {
 		h = max(h, c.Handle)
 	}
 	return h + 1
@@ -299,5 +310,11 @@ func (s *State) unprovision() {
 	s.TLSMode = amthi.TLSModeNotReady
 	s.PID, s.PPS, s.OTP = "", Secret{}, Secret{}
 	s.DNSSuffix, s.PKISuffix = "", ""
-	s.Hashes = slices.DeleteFunc(s.Hashes, func(h CertHash) bool { return !h.Default })
+	var keep []CertHash
+	for _, h := range s.Hashes {
+		if h.Default {
+			keep = append(keep, h)
+		}
+	}
+	s.Hashes = keep
 }

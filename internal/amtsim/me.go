@@ -318,7 +318,7 @@ func (s *MEServer) connect(client heci.GUID) (heci.Errno, int) {
 	}
 	switch client {
 	case heci.AMTHIClient:
-		if !s.dev.State().AMTPresent {
+		if !s.dev.shallow().AMTPresent {
 			return heci.ENOTTY, 0
 		}
 		return 0, AMTHIMaxMessageLen

@@ -35,7 +35,7 @@ func (s *MEServer) answer(cmd amthi.Command, body []byte) (amthi.Status, amthi.R
 	if s.notReady() {
 		return amthi.StatusNotReady, nil
 	}
-	st := s.dev.State()
+	st := s.dev.shallow()
 	if slices.Contains(st.Unsupported, cmd) {
 		return amthi.StatusUnsupported, nil
 	}
@@ -227,7 +227,7 @@ func (s *MEServer) mkhi(req []byte) []byte {
 		}
 		return out
 	}
-	st := s.dev.State()
+	st := s.dev.shallow()
 	r := &mkhi.GetFWVersionResponse{Blocks: []mkhi.Version{st.FW, st.FW}}
 	return r.Marshal()
 }
