@@ -229,3 +229,57 @@ func TestReplayTampered(t *testing.T) {
 		t.Fatalf("got %v, want a local bad_record_mac alert that is not ErrBadKey", err)
 	}
 }
+
+// records splits a recorded stream into (type, fragment) pairs.
+func records(t *testing.T, b []byte) (types []uint8, frags [][]byte) {
+	t.Helper()
+	for len(b) > 0 {
+		if len(b) < recordHeaderLen {
+			t.Fatalf("%d stray bytes", len(b))
+		}
+		n := int(b[3])<<8 | int(b[4])
+		types, frags = append(types, b[0]), append(frags, b[recordHeaderLen:recordHeaderLen+n])
+		b = b[recordHeaderLen+n:]
+	}
+	return types, frags
+}
+
+// TestClientWireShape checks, on the recorded sessions, what old firmware
+// is said to need: the ClientHello in a TLS 1.0 record with no extensions
+// and only the renegotiation SCSV beside the PSK suites; and the 1/n-1
+// split of TLS 1.0 CBC writes ("ping\n" goes out as 1 + 4 bytes).
+func TestClientWireShape(t *testing.T) {
+	for _, rc := range replayCases[:2] {
+		t.Run(rc.name, func(t *testing.T) {
+			ours, err := os.ReadFile(filepath.Join("testdata", "replay", rc.name+".ours"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.HasPrefix(ours, []byte{recordHandshake, 3, 1}) {
+				t.Fatalf("ClientHello record header % x, want 16 03 01", ours[:3])
+			}
+			hello, err := parseClientHello(plaintextMessages(ours)[0][handshakeHeaderLen:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hello.Extensions != nil || hello.Version != rc.vers || len(hello.SessionID) != 0 ||
+				!bytes.Equal(hello.Compression, []byte{0}) || hello.CipherSuites[len(hello.CipherSuites)-1] != scsvRenegotiation {
+				t.Fatalf("ClientHello %+v", hello)
+			}
+			types, frags := records(t, ours)
+			var app []int
+			for i, typ := range types {
+				if typ == recordApplicationData {
+					app = append(app, len(frags[i]))
+				}
+			}
+			want := []int{16 + 32} // TLS 1.2: explicit IV + one padded block pair
+			if rc.vers == VersionTLS10 {
+				want = []int{32, 32} // 1 byte + MAC + padding, then 4 bytes + MAC + padding
+			}
+			if len(app) != len(want) || app[0] != want[0] {
+				t.Fatalf("application data records of %v bytes, want %v", app, want)
+			}
+		})
+	}
+}
