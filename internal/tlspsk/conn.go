@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -56,6 +57,13 @@ var _ net.Conn = (*Conn)(nil)
 // rawBufLen holds two maximal records, so that reading ahead rarely
 // needs a compaction.
 const rawBufLen = 2 * (recordHeaderLen + maxCiphertext)
+
+// initialRawLen is the first size of the read and write buffers.
+const initialRawLen = 4 << 10
+
+// maxOverhead bounds what sealing adds to a payload: explicit IV, MAC and
+// padding.
+const maxOverhead = 16 + 32 + 256
 
 // flushAt is how many bytes of sealed records Write gathers before it
 // hands them to the network in one call.
@@ -274,8 +282,9 @@ func (c *Conn) closeNotify() error {
 
 // sealLocked appends one record to sendBuf. Called with outMu held.
 func (c *Conn) sealLocked(typ uint8, data []byte) error {
-	if c.sendBuf == nil {
-		c.sendBuf = make([]byte, 0, flushAt+recordHeaderLen+maxCiphertext)
+	if cap(c.sendBuf)-len(c.sendBuf) < recordHeaderLen+len(data)+maxOverhead {
+		// Grow once to what a Write gathers, rather than record by record.
+		c.sendBuf = slices.Grow(c.sendBuf, max(initialRawLen, min(flushAt+recordHeaderLen+maxCiphertext, 2*cap(c.sendBuf)+recordHeaderLen+len(data)+maxOverhead)))
 	}
 	var err error
 	c.sendBuf, err = c.out.seal(c.sendBuf, typ, data, c.config.rand())
@@ -347,12 +356,16 @@ func (c *Conn) fatal(a alert) error {
 
 // fill makes at least n unprocessed bytes available in raw.
 func (c *Conn) fill(n int) error {
-	if c.raw == nil {
-		c.raw = make([]byte, rawBufLen)
-	}
 	for c.rawEnd-c.rawOff < n {
 		if c.rawOff+n > len(c.raw) {
-			copy(c.raw, c.raw[c.rawOff:c.rawEnd])
+			// Start small (handshakes are a few hundred bytes) and grow
+			// to two maximal records on the first big one.
+			buf := c.raw
+			if n > len(buf) {
+				buf = make([]byte, max(initialRawLen, min(rawBufLen, 2*n)))
+			}
+			copy(buf, c.raw[c.rawOff:c.rawEnd])
+			c.raw = buf
 			c.rawEnd -= c.rawOff
 			c.rawOff = 0
 		}
