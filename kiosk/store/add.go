@@ -110,7 +110,7 @@ func (s *Store) Generate(ctx context.Context, spec GenerateSpec) ([]setupbin.PID
 		return nil, fmt.Errorf("generating entries: %w", err)
 	}
 	s.afterBulk(ctx, len(pids))
-	s.log.Info("entries generated", "count", len(pids), "profile", spec.Profile)
+	s.log.Debug("entries generated", "count", len(pids), "profile", spec.Profile)
 	return pids, nil
 }
 
@@ -349,7 +349,7 @@ func (s *Store) Import(ctx context.Context, es []ImportEntry, spec ImportSpec) e
 		return fmt.Errorf("importing entries: %w", err)
 	}
 	s.afterBulk(ctx, len(es))
-	s.log.Info("entries imported", "count", len(es))
+	s.log.Debug("entries imported", "count", len(es))
 	return nil
 }
 

@@ -140,7 +140,7 @@ func (s *Store) AllocateStick(ctx context.Context, spec StickSpec) (Stick, []Ent
 		}
 		return Stick{}, nil, fmt.Errorf("allocating stick %q: %w", spec.Label, err)
 	}
-	s.log.Info("stick allocated", "label", spec.Label, "records", spec.Count, "profile", spec.Profile)
+	s.log.Debug("stick allocated", "label", spec.Label, "records", spec.Count, "profile", spec.Profile)
 	return st, entries, nil
 }
 

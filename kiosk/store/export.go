@@ -75,6 +75,6 @@ func (s *Store) Export(ctx context.Context, w io.Writer, states ...State) (int, 
 	if err := cw.Error(); err != nil {
 		return n, fmt.Errorf("exporting entries: %w", err)
 	}
-	s.log.Info("entries exported", "count", n)
+	s.log.Debug("entries exported", "count", n)
 	return n, nil
 }

@@ -41,6 +41,11 @@ type StoreConfig struct {
 	KeyFile string `mapstructure:"key_file"`
 	// Station names this machine in the events it writes.
 	Station string `mapstructure:"station"`
+	// KDFTime and KDFMemoryKiB are the argon2id cost of a new passphrase
+	// (first use, store rekey); stored with the key ring, so changing them
+	// never locks an existing store.
+	KDFTime      int `mapstructure:"kdf_time"`
+	KDFMemoryKiB int `mapstructure:"kdf_memory_kib"`
 }
 
 // defaults lists every key with its default; viper only maps PROVSTICK_*
@@ -53,6 +58,8 @@ var defaults = map[string]any{
 	"store.passphrase_file": "",
 	"store.key_file":        "",
 	"store.station":         "",
+	"store.kdf_time":        3,
+	"store.kdf_memory_kib":  64 * 1024,
 }
 
 // flagKeys maps persistent flags to configuration keys.
