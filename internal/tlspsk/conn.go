@@ -341,16 +341,16 @@ func (c *Conn) sendAlertLocked(level uint8, a alert) error {
 // error and returns it. Called with inMu held, never with outMu.
 func (c *Conn) fatal(a alert) error {
 	c.outMu.Lock()
-	err := c.outErr
-	if err == nil {
-		err = c.sendAlertLocked(alertLevelFatal, a)
+	if c.outErr == nil {
+		// Best effort: the peer may be gone, and the alert is what we
+		// report either way.
+		_ = c.sendAlertLocked(alertLevelFatal, a)
 	}
 	c.outMu.Unlock()
 	ae := &AlertError{Description: uint8(a)}
 	if c.inErr == nil {
 		c.inErr = ae
 	}
-	_ = err
 	return ae
 }
 
