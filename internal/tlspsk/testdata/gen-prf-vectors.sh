@@ -3,7 +3,7 @@
 # an implementation independent of ours. See README.md.
 set -euo pipefail
 cd "$(dirname "$0")"
-hexof() { printf %s "$1" | xxd -p | tr -d '\n'; }
+hexof() { printf %s "$1" | od -An -tx1 | tr -d ' \n'; }
 kdf() { # digest secret-hex seed-hex length
 	openssl kdf -keylen "$4" -kdfopt "digest:$1" -kdfopt "hexsecret:$2" -kdfopt "hexseed:$3" TLS1-PRF | tr -d ':\n' | tr 'A-F' 'a-f'
 }
