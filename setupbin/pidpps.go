@@ -21,7 +21,39 @@ func checkChar(s []byte) byte {
 	return alphabet[sum%36]
 }
 
-func inAlphabet(c byte) bool { return c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' }
+// alphaTab[c] reports whether c is in 0-9A-Z (a table: readers check
+// 40 characters of every record).
+var alphaTab = func() (t [256]bool) {
+	for i := 0; i < len(alphabet); i++ {
+		t[alphabet[i]] = true
+	}
+	return t
+}()
+
+func inAlphabet(c byte) bool { return alphaTab[c] }
+
+// ppsProblem checks 32 PPS characters in one pass: it returns the 1-based
+// position of the first character outside the alphabet (and 0), or 0 and
+// the 1-based number of the first group whose check character is wrong,
+// or 0, 0.
+func ppsProblem(b []byte) (badChar, badGroup int) {
+	_ = b[31]
+	group := 0
+	for g := 0; g < 32; g += 4 {
+		c0, c1, c2, c3 := b[g], b[g+1], b[g+2], b[g+3]
+		if !alphaTab[c0] || !alphaTab[c1] || !alphaTab[c2] || !alphaTab[c3] {
+			for i := g; i < g+4; i++ {
+				if !alphaTab[b[i]] {
+					return i + 1, 0
+				}
+			}
+		}
+		if group == 0 && alphabet[(int(c0)+int(c1)+int(c2))%36] != c3 {
+			group = g/4 + 1
+		}
+	}
+	return 0, group
+}
 
 // PID is a provisioning identifier: 8 characters of 0-9A-Z, the 8th a check
 // character over the first 7, stored without dashes (§4.1). It is not a
@@ -54,7 +86,8 @@ func (p PPS) LogValue() slog.Value { return slog.StringValue("REDACTED") }
 // Reveal returns the canonical 32-character form without dashes.
 func (p PPS) Reveal() string { return string(p[:]) }
 
-// RevealDisplay returns the dashed 40-character form,
+// RevealDisplay returns the dashed 39-character form (specs/setupbin.md
+// §4.1 says 40, but 8 groups of 4 with 7 dashes make 39),
 // e.g. "NKLD-G5DC-RRNQ-E9YZ-ZIJL-7LFL-VJED-69XJ".
 func (p PPS) RevealDisplay() string {
 	var b strings.Builder
@@ -140,7 +173,7 @@ func ParsePPS(s string) (PPS, error) {
 		return p, &ValueError{Field: "PPS", Reason: "dashes may stand only between groups of 4 characters", Err: ErrValue}
 	}
 	if len(c) != len(p) {
-		return p, &ValueError{Field: "PPS", Reason: fmt.Sprintf("has %d characters, want 32 (or 40 with dashes)", len(c)), Err: ErrValue}
+		return p, &ValueError{Field: "PPS", Reason: fmt.Sprintf("has %d characters, want 32 (or 39 with dashes)", len(c)), Err: ErrValue}
 	}
 	for i := 0; i < len(c); i++ {
 		if !inAlphabet(c[i]) {
@@ -178,12 +211,8 @@ func (p PPS) badGroup() int {
 
 // Valid reports whether p has the right alphabet and check characters.
 func (p PPS) Valid() bool {
-	for _, c := range p {
-		if !inAlphabet(c) {
-			return false
-		}
-	}
-	return p.badGroup() == 0
+	c, g := ppsProblem(p[:])
+	return c == 0 && g == 0
 }
 
 // randomChars fills dst with characters drawn uniformly from the alphabet,
