@@ -53,10 +53,10 @@ func ReadKeyFile(name string) (*Key, error) {
 }
 
 // String hides the secret.
-func (k *Key) String() string { return "REDACTED" }
+func (k Key) String() string { return "REDACTED" }
 
 // GoString hides the secret from %#v too.
-func (k *Key) GoString() string { return "store.Key(REDACTED)" }
+func (k Key) GoString() string { return "store.Key(REDACTED)" }
 
 // KDFParams are argon2id parameters (RFC 9106).
 type KDFParams struct {

@@ -3,10 +3,12 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/provstick/provstick/kiosk/store/storetest"
@@ -387,4 +389,57 @@ func checkInvariants(t testing.TB, s *Store) {
 	if created, entries := q(`SELECT count(*) FROM events WHERE from_state = ''`), q(`SELECT count(*) FROM entries`); created != entries {
 		t.Errorf("%d creation events for %d entries", created, entries)
 	}
+}
+
+func TestSecretsRedacted(t *testing.T) {
+	s := openT(t, filepath.Join(t.TempDir(), "p.db"), pass("the passphrase"))
+	if _, err := s.Generate(t.Context(), GenerateSpec{Count: 1, Profile: "amt6-10", NewPassword: "Fixed#Pass1"}); err != nil {
+		t.Fatal(err)
+	}
+	_, es, err := s.AllocateStick(t.Context(), StickSpec{Label: "r", Count: 1, Profile: "amt6-10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := es[0]
+	k := pass("the passphrase")
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		out := fmt.Sprintf(verb, e) + fmt.Sprintf(verb, k) + fmt.Sprintf(verb, *k)
+		for _, secret := range []string{e.PPS.Reveal(), "Fixed#Pass1", "the passphrase"} {
+			if strings.Contains(out, secret) {
+				t.Errorf("%s prints a secret: %s", verb, out)
+			}
+		}
+	}
+}
+
+func TestLowSticks(t *testing.T) {
+	forEngines(t, func(t *testing.T, dsn string) {
+		ctx := t.Context()
+		s := openT(t, dsn, pass("low"))
+		if _, err := s.Generate(ctx, GenerateSpec{Count: 40, Profile: "amt6-10"}); err != nil {
+			t.Fatal(err)
+		}
+		_, a, _ := s.AllocateStick(ctx, StickSpec{Label: "a", Count: 20, Profile: "amt6-10"})
+		if _, _, err := s.AllocateStick(ctx, StickSpec{Label: "b", Count: 20, Profile: "amt6-10"}); err != nil {
+			t.Fatal(err)
+		}
+		// 18 of 20 consumed: 2 left is 10%, not under it.
+		for i, e := range a[:18] {
+			if err := s.Consume(ctx, e.PID, Machine{UUID: fmt.Sprintf("00000000-0000-0000-0000-%012d", i)}, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st, _ := s.Status(ctx)
+		if len(st.Low) != 0 {
+			t.Fatalf("2 of 20 left: got low %+v, want none", st.Low)
+		}
+		if err := s.Void(ctx, a[18].PID, "lost"); err != nil {
+			t.Fatal(err)
+		}
+		st, _ = s.Status(ctx)
+		if len(st.Low) != 1 || st.Low[0].Label != "a" || st.Low[0].Unconsumed != 1 || st.Low[0].Records != 20 {
+			t.Fatalf("1 of 20 left: got low %+v, want stick a", st.Low)
+		}
+		checkInvariants(t, s)
+	})
 }
