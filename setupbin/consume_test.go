@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -232,5 +234,67 @@ func TestConsumeCrash(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+func TestConsumeRefusesBrokenLayout(t *testing.T) {
+	b, err := os.ReadFile("testdata/meshcommander-bug.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &memFile{b: b}
+	_, err = Consume(m, int64(len(b)))
+	var fe *FormatError
+	if !errors.As(err, &fe) || fe.Field != "HeaderChunkCount" || !strings.Contains(err.Error(), "repair the file first") {
+		t.Errorf("Consume on the MeshCommander bug: %v", err)
+	}
+	// Wrong size: not repairable, not consumable.
+	m = &memFile{b: append(bytes.Clone(b), 0)}
+	if _, err := Repair(m, int64(len(m.b))); !errors.Is(err, ErrFormat) {
+		t.Errorf("Repair of a wrong-size file: %v", err)
+	}
+}
+
+func TestRepairModuleList(t *testing.T) {
+	good, _ := writePSKFile(t, WriterOptions{Version: V4_0, Records: 3}, 21)
+	tests := []struct {
+		name   string
+		patch  func(b []byte)
+		fields []string
+	}{
+		{"module missing", func(b []byte) { b[0x12], b[0x2a] = 44, 0 }, []string{"module list", "header bytes used"}},
+		{"unknown module and reserved", func(b []byte) { b[0x2c], b[0x12], b[0x26] = 5, 48, 1 }, []string{"header reserved", "module list", "header bytes used"}},
+		{"garbage after list", func(b []byte) { b[0x100] = 0xaa }, []string{"header bytes after the module list"}},
+		{"record chunk count", func(b []byte) { b[512+16] = 0 }, []string{"record chunk count"}},
+		{"interrupted consume", func(b []byte) { b[0x20] = 1 }, []string{"record 0"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := &memFile{b: bytes.Clone(good)}
+			tt.patch(m.b)
+			changes, err := Repair(m, int64(len(m.b)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fields []string
+			for _, c := range changes {
+				fields = append(fields, c.Field)
+			}
+			if !slices.Equal(fields, tt.fields) {
+				t.Errorf("changes %v, want fields %v", changes, tt.fields)
+			}
+			r, err := NewReader(bytes.NewReader(m.b), int64(len(m.b)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range r.Findings {
+				if f.Severity > SevInfo {
+					t.Errorf("after repair: %v", f)
+				}
+			}
+			if tt.name != "interrupted consume" && !bytes.Equal(m.b, good) {
+				t.Errorf("repair did not restore the file")
+			}
+		})
 	}
 }

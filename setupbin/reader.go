@@ -172,7 +172,7 @@ func (r *Reader) Next() (*Record, error) {
 const (
 	readBatchSize = 64 << 10 // bytes of records read at once
 	recordChunk   = 128      // Records allocated at once
-	entryChunk    = 256      // Entries allocated at once
+	entryChunk    = 1024     // Entries allocated at once
 	arenaChunk    = 16 << 10 // value bytes allocated at once
 )
 
@@ -188,7 +188,6 @@ type parser struct {
 	nrec       int64 // whole records present, ≤ RecordCount
 	consumed   int64 // records the counter says are consumed (0 on a don't-consume file)
 	pool       []Entry
-	scratch    []Entry
 	used       [3]bool // modules 1, 2 used by a parsed record; [0]: another module
 	unread     bool    // some record's entries were not read (consumed, broken)
 	nScr       int
@@ -377,7 +376,12 @@ func (p *parser) parseRecord(i int, rb []byte, off int64, rec *Record) {
 func (p *parser) parseEntries(i int, body []byte, bodyOff int64) []Entry {
 	fs := &p.fs
 	ver := p.h.Version
-	es := p.scratch[:0]
+	// Entries go straight into the pool; a record holds at most
+	// len(body)/8 of them, so make sure that many fit.
+	if maxN := len(body)/entryHeaderLen + 1; cap(p.pool) < maxN {
+		p.pool = make([]Entry, 0, max(entryChunk, maxN))
+	}
+	es := p.pool[:0]
 	var prev Var
 	pos := 0
 	for {
@@ -422,11 +426,12 @@ func (p *parser) parseEntries(i int, body []byte, bodyOff int64) []Entry {
 		es = append(es, e)
 		pos = padEnd
 	}
-	p.scratch = es[:0]
 	p.checkRecordRules(i, es, bodyOff)
 	if len(es) == 0 {
 		return nil
 	}
+	out := es[:len(es):len(es)]
+	p.pool = p.pool[len(es):len(es)]
 	if p.copyValues {
 		// The record buffer is reused: keep a copy of the entry list.
 		if len(p.arena) < pos {
@@ -435,18 +440,12 @@ func (p *parser) parseEntries(i int, body []byte, bodyOff int64) []Entry {
 		list := p.arena[:pos:pos]
 		p.arena = p.arena[pos:]
 		copy(list, body[:pos])
-		for k := range es {
-			start := int(es[k].Offset-bodyOff) + entryHeaderLen
-			end := start + len(es[k].Value)
-			es[k].Value = list[start:end:end]
+		for k := range out {
+			start := int(out[k].Offset-bodyOff) + entryHeaderLen
+			end := start + len(out[k].Value)
+			out[k].Value = list[start:end:end]
 		}
 	}
-	if len(p.pool) < len(es) {
-		p.pool = make([]Entry, max(entryChunk, len(es)))
-	}
-	out := p.pool[:len(es):len(es)]
-	p.pool = p.pool[len(es):]
-	copy(out, es)
 	return out
 }
 

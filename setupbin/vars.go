@@ -592,14 +592,9 @@ func checkValue(e *Entry, info *VarInfo, ver Version) *problem {
 		if n != 32 {
 			return bad("value has %d bytes, want 32", n)
 		}
-		for i, c := range e.Value {
-			if !inAlphabet(c) {
-				return &problem{code: CodePPSCheck, msg: fmt.Sprintf("PPS character %d is not in 0-9A-Z", i+1)}
-			}
-		}
-		var p PPS
-		copy(p[:], e.Value)
-		if g := p.badGroup(); g != 0 {
+		if c, g := ppsProblem(e.Value); c != 0 {
+			return &problem{code: CodePPSCheck, msg: fmt.Sprintf("PPS character %d is not in 0-9A-Z", c)}
+		} else if g != 0 {
 			return &problem{code: CodePPSCheck, msg: fmt.Sprintf("PPS group %d check character wrong", g)}
 		}
 	case KindAddr:
