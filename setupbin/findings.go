@@ -86,7 +86,6 @@ const (
 	CodeValidZeroBody       = "record-valid-zero-body" // valid bit set, body all zero
 	CodeMissingCurrentPw    = "record-no-current-password"
 	CodePSKIncomplete       = "record-psk-incomplete" // PID without PPS or the reverse
-	CodeRecordTruncated     = "record-truncated"      // record runs past the end of the file
 	CodeRecordOrderRule     = "entry-order-rule"      // an ordering rule of §2.4 broken
 	CodeEntryOrder          = "entry-order"           // entries not sorted by (module, variable)
 	CodeEntryDuplicate      = "entry-duplicate"
@@ -105,7 +104,6 @@ const (
 	CodeProfileVersion      = "profile-version"  // the profile's firmware does not read this version
 	CodeProfileVariable     = "profile-variable" // the profile's firmware does not accept this variable
 	CodeProfileValue        = "profile-value"    // the profile's firmware rejects this value
-	CodeProfilePSKMissing   = "profile-psk-missing"
 )
 
 // HasErrors reports whether any finding has SevError.

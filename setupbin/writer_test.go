@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -239,5 +240,39 @@ func TestFindingsHostile(t *testing.T) {
 			}
 			t.Errorf("no %s finding with %q in %v", tt.code, tt.msg, r.Findings)
 		})
+	}
+}
+
+func TestCheckProfile(t *testing.T) {
+	b, _ := writePSKFile(t, WriterOptions{Version: V3_0, Records: 2}, 8)
+	r, err := NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs := r.CheckProfile(ProfileAMT6to10); len(fs) != 0 {
+		t.Errorf("amt6-10 on a PSK 3.0 file: %v", fs)
+	}
+	var got []string
+	for _, f := range r.CheckProfile(ProfileAMT11Plus) {
+		got = append(got, f.Code)
+	}
+	want := []string{CodeProfileVersion, CodeProfileVariable, CodeProfileVariable, CodeProfileVariable, CodeProfileVariable}
+	if !slices.Equal(got, want) {
+		t.Errorf("amt11+ on a PSK 3.0 file: %v, want %v", got, want)
+	}
+}
+
+func TestFindingsCapped(t *testing.T) {
+	const n = 12_000
+	b, _ := writePSKFile(t, WriterOptions{Version: V4_0, Records: n}, 9)
+	for i := 0; i < n; i++ {
+		b[512+i*512+20] ^= 0x80 // record number
+	}
+	r, err := NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Findings) != maxFindings || r.FindingsDropped != n-maxFindings+1 {
+		t.Errorf("%d findings, %d dropped", len(r.Findings), r.FindingsDropped)
 	}
 }
