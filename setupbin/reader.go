@@ -185,8 +185,8 @@ type parser struct {
 	size       int64
 	chunks     int64 // chunks per record used for the layout
 	recSize    int64
-	nrec       int64 // whole records present, ≤ RecordCount
-	consumed   int64 // records the counter says are consumed (0 on a don't-consume file)
+	nrec       int64   // whole records present, ≤ RecordCount
+	consumed   int64   // records the counter says are consumed (0 on a don't-consume file)
 	pool       []Entry // len 0: a record's entries are appended into its capacity
 	used       [3]bool // modules 1, 2 used by a parsed record; [0]: another module
 	unread     bool    // some record's entries were not read (consumed, broken)
