@@ -90,7 +90,7 @@ func BenchmarkAllocate1000(b *testing.B) {
 }
 
 // BenchmarkStatus1M reads pool status on a 1,000,000-entry pool with 200
-// sticks of 1,000 records (some partly consumed), i.e. what
+// sticks of 1,000 records and 10 used-up sticks, i.e. what
 // "provstick pool status" does.
 func BenchmarkStatus1M(b *testing.B) {
 	forEnginesB(b, func(b *testing.B, e engineCase) {
@@ -102,15 +102,19 @@ func BenchmarkStatus1M(b *testing.B) {
 			}
 		}
 		for i := 0; i < 200; i++ {
-			_, es, err := s.AllocateStick(ctx, StickSpec{Label: fmt.Sprintf("s%03d", i), Count: 1000, Profile: "amt6-10"})
+			if _, _, err := s.AllocateStick(ctx, StickSpec{Label: fmt.Sprintf("s%03d", i), Count: 1000, Profile: "amt6-10"}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		// Ten small sticks used up: the ones status must list.
+		for i := 0; i < 10; i++ {
+			_, es, err := s.AllocateStick(ctx, StickSpec{Label: fmt.Sprintf("low%d", i), Count: 10, Profile: "amt6-10"})
 			if err != nil {
 				b.Fatal(err)
 			}
-			if i%20 == 0 { // some sticks nearly used up
-				for _, en := range es[:950] {
-					if err := s.Consume(ctx, en.PID, Machine{UUID: fmt.Sprintf("00000000-0000-0000-%04x-%012x", i, en.Record)}, "bench"); err != nil {
-						b.Fatal(err)
-					}
+			for _, en := range es {
+				if err := s.Consume(ctx, en.PID, Machine{UUID: fmt.Sprintf("00000000-0000-0000-%04x-%012x", i, en.Record)}, "bench"); err != nil {
+					b.Fatal(err)
 				}
 			}
 		}
