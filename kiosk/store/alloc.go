@@ -31,11 +31,50 @@ type Stick struct {
 	Records    int // records 1..Records
 	Unconsumed int // records allocated and not yet known consumed or voided
 	CreatedAt  time.Time
-	Station    string
+	Station    string // the station that allocated it
+	// Set by MarkStick as the stick goes through the builder and back.
+	BuiltAt, WrittenAt, LedgerImportedAt time.Time
+	ImageHash                            string
+}
+
+// StickMark records what happened to a stick; zero fields are left alone.
+type StickMark struct {
+	BuiltAt          time.Time
+	WrittenAt        time.Time
+	ImageHash        string // e.g. "sha256:..." of the image written
+	LedgerImportedAt time.Time
+}
+
+// MarkStick records build, write and ledger-import times and the image
+// hash of a stick.
+func (s *Store) MarkStick(ctx context.Context, label string, m StickMark) error {
+	micros := func(t time.Time) any {
+		if t.IsZero() {
+			return nil
+		}
+		return t.UnixMicro()
+	}
+	var hash any
+	if m.ImageHash != "" {
+		hash = m.ImageHash
+	}
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE sticks SET built_at = COALESCE(?, built_at), written_at = COALESCE(?, written_at),
+		image_hash = COALESCE(?, image_hash), ledger_imported_at = COALESCE(?, ledger_imported_at) WHERE label = ?`),
+		micros(m.BuiltAt), micros(m.WrittenAt), hash, micros(m.LedgerImportedAt), label)
+	if err != nil {
+		return fmt.Errorf("marking stick %q: %w", label, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("stick %q: %w", label, ErrNotFound)
+	}
+	return nil
 }
 
 // ExhaustedError says the pool had fewer free entries of the profile than a
-// stick needs. It matches ErrPoolExhausted with errors.Is.
+// stick needs. It matches ErrPoolExhausted with errors.Is. On PostgreSQL,
+// entries another station is drawing at that moment are not counted as
+// free (they are skipped, not waited for), so a retry may succeed if that
+// station's transaction fails.
 type ExhaustedError struct {
 	Profile    string
 	Want, Free int
@@ -184,14 +223,25 @@ func (s *Store) markAllocated(ctx context.Context, tx *sql.Tx, stickID int64, id
 func (s *Store) Stick(ctx context.Context, label string) (Stick, error) {
 	var st Stick
 	var t int64
-	err := s.db.QueryRowContext(ctx, s.q("SELECT label, recipe, profile, record_count, unconsumed, created_at, station FROM sticks WHERE label = ?"), label).
-		Scan(&st.Label, &st.Recipe, &st.Profile, &st.Records, &st.Unconsumed, &t, &st.Station)
+	var built, written, ledger sql.NullInt64
+	var hash sql.NullString
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT label, recipe, profile, record_count, unconsumed, created_at, station,
+			built_at, written_at, image_hash, ledger_imported_at FROM sticks WHERE label = ?`), label).
+		Scan(&st.Label, &st.Recipe, &st.Profile, &st.Records, &st.Unconsumed, &t, &st.Station, &built, &written, &hash, &ledger)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Stick{}, fmt.Errorf("stick %q: %w", label, ErrNotFound)
 	}
 	if err != nil {
 		return Stick{}, fmt.Errorf("reading stick %q: %w", label, err)
 	}
-	st.CreatedAt = fromMicros(t)
+	st.CreatedAt, st.ImageHash = fromMicros(t), hash.String
+	for _, f := range []struct {
+		n   sql.NullInt64
+		dst *time.Time
+	}{{built, &st.BuiltAt}, {written, &st.WrittenAt}, {ledger, &st.LedgerImportedAt}} {
+		if f.n.Valid {
+			*f.dst = fromMicros(f.n.Int64)
+		}
+	}
 	return st, nil
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/provstick/provstick/kiosk/store/storetest"
 	"github.com/provstick/provstick/setupbin"
@@ -259,9 +260,19 @@ func TestStateMachine(t *testing.T) {
 		if err != nil || got.DMISerial != "SN1" || got.PID != p.String() || len(got.MACs) != 1 {
 			t.Errorf("machine: got %+v, %v", got, err)
 		}
+		built := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		if err := s.MarkStick(ctx, "a", StickMark{BuiltAt: built, ImageHash: "sha256:00"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.MarkStick(ctx, "a", StickMark{WrittenAt: built.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.MarkStick(ctx, "nope", StickMark{WrittenAt: built}); !errors.Is(err, ErrNotFound) {
+			t.Errorf("marking an unknown stick: got %v", err)
+		}
 		st, err := s.Stick(ctx, "a")
-		if err != nil || st.Unconsumed != 1 {
-			t.Errorf("stick: got %+v, %v; want 1 unconsumed", st, err)
+		if err != nil || st.Unconsumed != 1 || !st.BuiltAt.Equal(built) || !st.WrittenAt.Equal(built.Add(time.Hour)) || st.ImageHash != "sha256:00" || !st.LedgerImportedAt.IsZero() {
+			t.Errorf("stick: got %+v, %v; want 1 unconsumed, built, written, hash", st, err)
 		}
 		checkInvariants(t, s)
 	})
