@@ -46,7 +46,8 @@ type WriterOptions struct {
 	// Modules is the header's module list. Nil means {1, 2} (none when
 	// Records is 0). AddRecord refuses entries for unlisted modules and
 	// Close fails when a listed module was never used, so the list is
-	// always exact.
+	// always exact (that check is skipped when Consumed > 0: consumed
+	// records hide which modules they used).
 	Modules []Module
 	// NoConsume sets the don't-consume file flag: every machine gets
 	// record 0 (honoured from 2.0; refused for 1.0).
