@@ -167,6 +167,13 @@ func parseHeader(h *Element) Header {
 // body is nil, an *Element, or any value encoding/xml can marshal (a struct
 // whose XMLName carries the class namespace).
 func writeEnvelope(w io.Writer, h *Header, body any) error {
+	var el *Element
+	if body != nil {
+		var err error
+		if el, err = toElement(body); err != nil {
+			return fmt.Errorf("encoding %s body: %w", shortAction(h.Action), err)
+		}
+	}
 	enc := xml.NewEncoder(w)
 	p := &prefixed{enc: enc}
 	if p.err == nil {
@@ -210,8 +217,8 @@ func writeEnvelope(w io.Writer, h *Header, body any) error {
 	}
 	p.end("s:Header")
 	p.start("s:Body")
-	if body != nil {
-		p.value(body)
+	if el != nil {
+		p.element(el)
 	}
 	p.end("s:Body")
 	p.end("s:Envelope")

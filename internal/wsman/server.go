@@ -37,6 +37,9 @@ type ServerOptions struct {
 	MaxNonces int
 	// MaxEnumerations bounds open enumeration contexts; 0 → 16.
 	MaxEnumerations int
+	// MaxPullElements caps the items one Pull returns whatever the client
+	// asks; 0 → no cap beyond the client's MaxElements.
+	MaxPullElements int
 	// MaxRequestBytes caps a request body; 0 → DefaultMaxMessageBytes.
 	MaxRequestBytes int64
 	// Now is the clock (tests); nil → time.Now.
@@ -326,6 +329,9 @@ func (s *Server) pull(_ context.Context, r *Request) (any, error) {
 	if n <= 0 {
 		n = 1 // DSP0226: MaxElements defaults to 1
 	}
+	if m := s.opts.MaxPullElements; m > 0 && n > m {
+		n = m
+	}
 	s.enumMu.Lock()
 	defer s.enumMu.Unlock()
 	st := s.enums[p.Context]
@@ -445,31 +451,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	}, body)
 }
 
-type faultBody struct {
-	f *Fault
-}
-
-func (fb faultBody) MarshalXML(enc *xml.Encoder, _ xml.StartElement) error {
-	p := &prefixed{enc: enc}
-	f := fb.f
-	code := f.code()
-	p.start("s:Fault")
-	p.start("s:Code")
-	p.leaf("s:Value", "s:"+code.Local)
+// faultElement builds a soap:Fault. The subcode QName's prefix is declared
+// on its own Value element, so it resolves whatever the writer assigns.
+func faultElement(f *Fault) *Element {
+	soap := func(local string, children ...*Element) *Element {
+		return &Element{Name: xml.Name{Space: NSSOAP, Local: local}, Children: children}
+	}
+	code := soap("Code", &Element{Name: xml.Name{Space: NSSOAP, Local: "Value"}, Text: "s:" + f.code().Local})
 	if f.Subcode.Local != "" {
-		p.start("s:Subcode")
-		p.leaf("s:Value", "x:"+f.Subcode.Local, attr("xmlns:x", f.Subcode.Space))
-		p.end("s:Subcode")
+		v := &Element{Name: xml.Name{Space: NSSOAP, Local: "Value"}, Text: f.Subcode.Local}
+		if f.Subcode.Space != "" {
+			v.Attr = []xml.Attr{attr("xmlns:f", f.Subcode.Space)}
+			v.Text = "f:" + f.Subcode.Local
+		}
+		code.Children = append(code.Children, soap("Subcode", v))
 	}
-	p.end("s:Code")
-	p.start("s:Reason")
-	p.leaf("s:Text", f.Reason, attr("xml:lang", "en-US"))
-	p.end("s:Reason")
+	text := &Element{Name: xml.Name{Space: NSSOAP, Local: "Text"}, Text: f.Reason,
+		Attr: []xml.Attr{{Name: xml.Name{Space: xmlNamespace, Local: "lang"}, Value: "en-US"}}}
+	fault := soap("Fault", code, soap("Reason", text))
 	if f.Detail != "" {
-		p.leaf("s:Detail", f.Detail)
+		d := soap("Detail")
+		d.Text = f.Detail
+		fault.Children = append(fault.Children, d)
 	}
-	p.end("s:Fault")
-	return p.err
+	return fault
 }
 
 func (s *Server) writeFault(ctx context.Context, w http.ResponseWriter, req *Header, f *Fault) {
@@ -478,7 +483,7 @@ func (s *Server) writeFault(ctx context.Context, w http.ResponseWriter, req *Hea
 		To:        AddressAnonymous,
 		RelatesTo: req.MessageID,
 		MessageID: newMessageID(),
-	}, faultBody{f})
+	}, faultElement(f))
 }
 
 func (s *Server) write(ctx context.Context, w http.ResponseWriter, status int, h *Header, body any) {
@@ -488,7 +493,7 @@ func (s *Server) write(ctx context.Context, w http.ResponseWriter, status int, h
 		buf.Reset()
 		status = http.StatusInternalServerError
 		_ = writeEnvelope(&buf, &Header{Action: ActionFault, To: AddressAnonymous, MessageID: newMessageID(), RelatesTo: h.RelatesTo},
-			faultBody{ErrInternal.WithReason("encoding reply")})
+			faultElement(ErrInternal.WithReason("encoding reply")))
 	}
 	s.log.DebugContext(ctx, "wsman response", "status", status, "action", shortAction(h.Action), "envelope", MaskSecrets(buf.Bytes()))
 	w.Header().Set("Content-Type", "application/soap+xml;charset=UTF-8")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 )
 
@@ -271,10 +272,101 @@ func (p *prefixed) leaf(name, value string, attr ...xml.Attr) {
 	p.end(name)
 }
 
-func (p *prefixed) value(v any) {
-	if p.err == nil {
-		p.err = p.enc.Encode(v)
+// xmlNamespace is the namespace encoding/xml gives the reserved xml: prefix.
+const xmlNamespace = "http://www.w3.org/XML/1998/namespace"
+
+// envelopeScope maps the namespaces the envelope declares to their prefixes.
+var envelopeScope = map[string]string{NSSOAP: "s", NSAddressing: "a", NSWSMan: "w", xmlNamespace: "xml"}
+
+// wellKnownPrefix is the prefix used for a namespace the envelope does not
+// declare, when it has a conventional one.
+var wellKnownPrefix = map[string]string{NSEnumeration: "n", NSTransfer: "t", NSXSI: "xsi"}
+
+// element writes e and its subtree with prefixes. Every namespace the
+// subtree uses and the envelope does not declare is declared once, on e, so
+// no child carries an xmlns attribute (MeshCentral's parser would take one
+// for a property attribute).
+func (p *prefixed) element(e *Element) {
+	scope := make(map[string]string, len(envelopeScope)+4)
+	for ns, pf := range envelopeScope {
+		scope[ns] = pf
 	}
+	used := map[string]bool{}
+	for _, pf := range scope {
+		used[pf] = true
+	}
+	var decl []xml.Attr
+	next := 0
+	var collect func(x *Element)
+	add := func(ns string) {
+		if ns == "" {
+			return
+		}
+		if _, ok := scope[ns]; ok {
+			return
+		}
+		pf, ok := wellKnownPrefix[ns]
+		for !ok || used[pf] {
+			pf, ok = autoPrefix(next), true
+			next++
+		}
+		scope[ns] = pf
+		used[pf] = true
+		decl = append(decl, attr("xmlns:"+pf, ns))
+	}
+	collect = func(x *Element) {
+		add(x.Name.Space)
+		for _, a := range x.Attr {
+			add(a.Name.Space)
+		}
+		for _, c := range x.Children {
+			collect(c)
+		}
+	}
+	collect(e)
+	p.write(e, scope, decl)
+}
+
+func autoPrefix(i int) string {
+	const letters = "ghijkm"
+	if i < len(letters) {
+		return letters[i : i+1]
+	}
+	return "p" + strconv.Itoa(i)
+}
+
+func (p *prefixed) write(e *Element, scope map[string]string, decl []xml.Attr) {
+	name := qualify(e.Name, scope)
+	attrs := decl
+	for _, a := range e.Attr {
+		attrs = append(attrs, xml.Attr{Name: xml.Name{Local: qualify(a.Name, scope)}, Value: a.Value})
+	}
+	p.start(name, attrs...)
+	p.text(e.Text)
+	for _, c := range e.Children {
+		p.write(c, scope, nil)
+	}
+	p.end(name)
+}
+
+func qualify(n xml.Name, scope map[string]string) string {
+	if n.Space == "" {
+		return n.Local
+	}
+	return scope[n.Space] + ":" + n.Local
+}
+
+// toElement turns a body value into an Element: *Element as is, anything
+// else through encoding/xml.
+func toElement(v any) (*Element, error) {
+	if e, ok := v.(*Element); ok {
+		return e, nil
+	}
+	b, err := xml.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return ParseElement(bytes.NewReader(b))
 }
 
 func attr(name, value string) xml.Attr { return xml.Attr{Name: xml.Name{Local: name}, Value: value} }
