@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/provstick/provstick/cmd/provstick/cli"
@@ -39,6 +41,38 @@ func TestScript(t *testing.T) {
 				b, err := os.ReadFile(filepath.Join(root, "setupbin", "testdata", args[0]))
 				ts.Check(err)
 				ts.Check(os.WriteFile(ts.MkAbs(args[0]), b, 0o644))
+			},
+			// nocommonpid A.json B.json: the two "setupbin view --json"
+			// documents share no PID.
+			"nocommonpid": func(ts *testscript.TestScript, neg bool, args []string) {
+				if neg || len(args) != 2 {
+					ts.Fatalf("usage: nocommonpid A.json B.json")
+				}
+				seen := map[string]string{}
+				for _, name := range args {
+					var doc struct {
+						Records []struct {
+							Entries []struct{ Name, Value string }
+						}
+					}
+					ts.Check(json.Unmarshal([]byte(ts.ReadFile(name)), &doc))
+					n := 0
+					for _, r := range doc.Records {
+						for _, e := range r.Entries {
+							if !strings.HasPrefix(e.Name, "2/1 ") {
+								continue
+							}
+							n++
+							if other, ok := seen[e.Value]; ok {
+								ts.Fatalf("PID %s is in %s and %s", e.Value, other, name)
+							}
+							seen[e.Value] = name
+						}
+					}
+					if n == 0 {
+						ts.Fatalf("%s holds no PID", name)
+					}
+				}
 			},
 		},
 		Setup: func(e *testscript.Env) error {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,6 +57,10 @@ type setupbinCreateFlags struct {
 	output          string
 	secrets         string
 	force           bool
+	fromPool        bool
+	stick           string
+	records         int
+	store           storeFlags
 }
 
 func newSetupbinCreateCmd(e *env) *cobra.Command {
@@ -71,12 +76,16 @@ The PID/PPS pairs are fresh (--generate N) or read from a CSV/JSON file of
 PID,PPS[,new password[,current password]] (--pairs). New MEBx passwords are
 generated per record unless --new-password fixes one for all.
 
-Every record's PID, PPS and passwords also go to the --secrets file (mode
-0600). Without the kiosk store that file is the only copy of the secrets:
-keep it. Neither file is ever overwritten (setup.bin only with --force), and
-both appear whole or not at all.`,
+With --from-pool --stick LABEL --records N the records are drawn from the
+pool store instead (one transaction: no entry ever goes to two sticks), and
+the store keeps the secrets.
+
+Otherwise every record's PID, PPS and passwords go to the --secrets file
+(mode 0600), the only copy of the secrets: keep it. Neither file is ever
+overwritten (setup.bin only with --force), and both appear whole or not at
+all.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runSetupbinCreate(e, &f) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return runSetupbinCreate(cmd.Context(), e, &f) },
 	}
 	fl := c.Flags()
 	fl.IntVar(&f.generate, "generate", 0, "generate N fresh PID/PPS pairs")
@@ -96,6 +105,10 @@ both appear whole or not at all.`,
 	fl.StringVarP(&f.output, "output", "o", "", "setup.bin to write")
 	fl.StringVar(&f.secrets, "secrets", "", "secrets file to write (JSON, mode 0600)")
 	fl.BoolVar(&f.force, "force", false, "replace an existing setup.bin")
+	fl.BoolVar(&f.fromPool, "from-pool", false, "draw the records from the pool store (store.dsn)")
+	fl.StringVar(&f.stick, "stick", "", "with --from-pool: the new stick's label")
+	fl.IntVar(&f.records, "records", 0, "with --from-pool: how many records to draw")
+	f.store.register(c)
 	return c
 }
 
@@ -194,15 +207,27 @@ func (p *createPlan) record(pid setupbin.PID, pps setupbin.PPS, newPW, curPW set
 	return k, rec, err
 }
 
-func runSetupbinCreate(e *env, f *setupbinCreateFlags) error {
+func runSetupbinCreate(ctx context.Context, e *env, f *setupbinCreateFlags) (retErr error) {
 	if f.output == "" {
 		return errors.New("flag --output (-o) is required: the setup.bin to write")
 	}
-	if f.secrets == "" {
+	sources := 0
+	for _, on := range []bool{f.generate != 0, f.pairs != "", f.fromPool} {
+		if on {
+			sources++
+		}
+	}
+	if sources != 1 {
+		return errors.New("give exactly one of --generate N, --pairs FILE or --from-pool")
+	}
+	if f.secrets == "" && !f.fromPool {
 		return errors.New("flag --secrets is required: without it the records' PPS and passwords would be lost")
 	}
-	if (f.generate > 0) == (f.pairs != "") {
-		return errors.New("give exactly one of --generate N or --pairs FILE")
+	if f.fromPool && (f.stick == "" || f.records <= 0) {
+		return errors.New("--from-pool needs --stick LABEL and --records N")
+	}
+	if !f.fromPool && (f.stick != "" || f.records != 0) {
+		return errors.New("flags --stick and --records go with --from-pool")
 	}
 	if f.generate < 0 || f.generate > 1_000_000 {
 		return fmt.Errorf("flag --generate: invalid value %d (want 1 to 1000000)", f.generate)
@@ -231,6 +256,9 @@ func runSetupbinCreate(e *env, f *setupbinCreateFlags) error {
 		}
 		n = len(pairs)
 	}
+	if f.fromPool {
+		n = f.records
+	}
 	plan, err := planCreate(f, uint32(n))
 	if err != nil {
 		return err
@@ -245,16 +273,44 @@ func runSetupbinCreate(e *env, f *setupbinCreateFlags) error {
 	// Both files are written to temporary names and appear only when both
 	// are complete; the secrets first, so that a setup.bin never exists
 	// without the copy of its secrets.
-	sec, err := atomicfile.Create(f.secrets, 0o600, true)
-	if err != nil {
-		return fmt.Errorf("secrets file: %w", err)
+	var sec *atomicfile.File
+	if f.secrets != "" {
+		if sec, err = atomicfile.Create(f.secrets, 0o600, true); err != nil {
+			return fmt.Errorf("secrets file: %w", err)
+		}
+		defer sec.Abort()
 	}
-	defer sec.Abort()
 	out, err := atomicfile.Create(f.output, 0o644, !f.force)
 	if err != nil {
 		return fmt.Errorf("setup.bin: %w", err)
 	}
 	defer out.Abort()
+
+	var pool *store.Store
+	if f.fromPool {
+		// Drawing is the last step that can fail for a reason of the
+		// user's (a locked store, too few free entries), so nothing is
+		// drawn for a file that cannot be written.
+		if pool, err = openStore(ctx, e, &f.store, true); err != nil {
+			return err
+		}
+		defer pool.Close()
+		_, drawn, err := pool.AllocateStick(ctx, store.StickSpec{Label: f.stick, Recipe: "setupbin", Count: n, Profile: plan.prof.Name})
+		if err != nil {
+			return fmt.Errorf("drawing %d records for stick %s from the pool: %w", n, f.stick, err)
+		}
+		pairs = make([]store.ImportEntry, len(drawn))
+		for i, d := range drawn {
+			pairs[i] = store.ImportEntry{Line: d.Record, PID: d.PID, PPS: d.PPS, NewPassword: d.NewPassword, CurrentPassword: d.CurrentPassword, Profile: d.Profile}
+		}
+		// From here on a failure leaves the entries allocated to the
+		// stick in the store: never lost, never drawn again.
+		defer func() {
+			if retErr != nil {
+				retErr = fmt.Errorf("%w (the %d drawn entries stay allocated to stick %s in the store; retire them with provstick pool void)", retErr, n, f.stick)
+			}
+		}()
+	}
 
 	bw := bufio.NewWriterSize(out, 1<<16)
 	w, err := setupbin.NewWriter(bw, plan.opts)
@@ -262,7 +318,11 @@ func runSetupbinCreate(e *env, f *setupbinCreateFlags) error {
 		return fmt.Errorf("writing %s: %w", f.output, err)
 	}
 	hdr := w.Header()
-	sw, err := newSecretsWriter(sec, secretsHeader{
+	var secW io.Writer = io.Discard
+	if sec != nil {
+		secW = sec
+	}
+	sw, err := newSecretsWriter(secW, secretsHeader{
 		Format: secretsFormat, SetupBin: filepath.Base(f.output), Created: time.Now().UTC().Format(time.RFC3339),
 		Version: hdr.Version.String(), Profile: plan.prof.Name, Records: n, Scrambled: w.Scrambled(),
 	})
@@ -293,7 +353,10 @@ func runSetupbinCreate(e *env, f *setupbinCreateFlags) error {
 		}
 		k, rec, err := plan.record(pid, pps, newPW, curPW)
 		if err != nil {
-			if pairs != nil {
+			switch {
+			case f.fromPool:
+				return fmt.Errorf("stick %s record %d (PID %s): %w", f.stick, i+1, pid.Display(), err)
+			case pairs != nil:
 				return fmt.Errorf("%s line %d: %w", f.pairs, pairs[i].Line, err)
 			}
 			return fmt.Errorf("record %d: %w", i, err)
@@ -315,19 +378,35 @@ func runSetupbinCreate(e *env, f *setupbinCreateFlags) error {
 	if err := sw.close(plan.template); err != nil {
 		return fmt.Errorf("writing %s: %w", f.secrets, err)
 	}
-	if err := sec.Commit(); err != nil {
-		return fmt.Errorf("secrets file: %w", err)
+	if sec != nil {
+		if err := sec.Commit(); err != nil {
+			return fmt.Errorf("secrets file: %w", err)
+		}
 	}
 	if err := out.Commit(); err != nil {
 		// The secrets of a file that was never written are no use: remove
 		// them so a retry can write both again.
-		os.Remove(f.secrets)
+		if sec != nil {
+			os.Remove(f.secrets)
+		}
 		return fmt.Errorf("setup.bin: %w", err)
+	}
+	if pool != nil {
+		if err := pool.MarkStick(ctx, f.stick, store.StickMark{BuiltAt: time.Now()}); err != nil {
+			return fmt.Errorf("setup.bin written, but recording it in the store: %w", err)
+		}
 	}
 	e.log.Debug("setup.bin written", "file", f.output, "records", n, "version", hdr.Version.String(), "profile", plan.prof.Name, "scrambled", w.Scrambled())
 	fmt.Fprintf(e.stdout, "wrote %s: %d records, format %s, profile %s\n", f.output, n, hdr.Version, plan.prof.Name)
-	fmt.Fprintf(e.stdout, "wrote %s: the PID, PPS and passwords of every record (mode 0600)\n", f.secrets)
-	fmt.Fprintf(e.stderr, "provstick: %s is the only copy of these secrets (no pool store was used): keep it safe and private\n", f.secrets)
+	if pool != nil {
+		fmt.Fprintf(e.stdout, "drew records 1-%d for stick %s from the pool\n", n, f.stick)
+	}
+	if sec != nil {
+		fmt.Fprintf(e.stdout, "wrote %s: the PID, PPS and passwords of every record (mode 0600)\n", f.secrets)
+		if pool == nil {
+			fmt.Fprintf(e.stderr, "provstick: %s is the only copy of these secrets (no pool store was used): keep it safe and private\n", f.secrets)
+		}
+	}
 	return nil
 }
 
