@@ -194,7 +194,8 @@ func splitCmdline(s string) []string {
 	var out []string
 	var cur strings.Builder
 	inQuote, have := false, false
-	for _, r := range s {
+	for i := 0; i < len(s); i++ { // bytes, not runes: keep invalid UTF-8 as it is
+		r := s[i]
 		switch {
 		case r == '"':
 			inQuote = !inQuote
@@ -206,7 +207,7 @@ func splitCmdline(s string) []string {
 				have = false
 			}
 		default:
-			cur.WriteRune(r)
+			cur.WriteByte(r)
 			have = true
 		}
 	}

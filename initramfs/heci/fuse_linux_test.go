@@ -61,7 +61,9 @@ func (n *fakeMEI) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut)
 }
 
 func (n *fakeMEI) Open(ctx context.Context, _ uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	h := &fakeHandle{dev: n.srv.Pipe(context.Background(), &heci.Options{RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond})}
+	// NoWait: the kernel's connect ioctl answers at once (ENODEV while the
+	// ME is not ready); waiting is the transport's job.
+	h := &fakeHandle{dev: n.srv.Pipe(context.Background(), &heci.Options{NoWait: true})}
 	return h, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NONSEEKABLE, 0
 }
 
@@ -103,9 +105,7 @@ func (h *fakeHandle) Ioctl(_ context.Context, cmd uint32, _ uint64, input, outpu
 	}
 	var g heci.GUID
 	copy(g[:], input)
-	// The kernel answers at once; a short context keeps "not ready" an
-	// immediate ENODEV rather than a wait.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tr, err := h.dev.Connect(ctx, g)
 	if err != nil {

@@ -207,6 +207,9 @@ type Options struct {
 	// RetryMin and RetryMax bound the backoff between connection attempts
 	// while the ME is not ready (defaults 50ms and 2s).
 	RetryMin, RetryMax time.Duration
+	// NoWait makes Connect try once: ErrNotReady and ErrBusy come back at
+	// once instead of being waited out.
+	NoWait bool
 }
 
 func (o *Options) logger() *slog.Logger {
@@ -242,7 +245,7 @@ func retryConnect(ctx context.Context, o *Options, client GUID, retryable func(e
 		if err != nil && last != nil && ctx.Err() != nil {
 			return fmt.Errorf("%w (gave up waiting: %w)", last, context.Cause(ctx))
 		}
-		if err == nil || !retryable(err) {
+		if err == nil || !retryable(err) || (o != nil && o.NoWait) {
 			return err
 		}
 		last = err

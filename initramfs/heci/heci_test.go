@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -449,5 +451,25 @@ func TestFrameGolden(t *testing.T) {
 	}
 	if _, err := ReadFrame(bytes.NewReader(bad)); !errors.Is(err, ErrFormat) {
 		t.Errorf("ReadFrame(bad-length.notframe): got %v, want ErrFormat", err)
+	}
+}
+
+func TestDeviceHint(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("opening /dev/mei0: %w", fs.ErrNotExist), "mei_me driver is not loaded"},
+		{fmt.Errorf("opening /dev/mei0: %w", fs.ErrPermission), "run as root"},
+		{&ConnectError{Client: AMTHIClient, Err: ENOTTY}, "not present on this SKU"},
+		{&ConnectError{Client: AMTHIClient, Err: EBUSY}, "lms"},
+		{&ConnectError{Client: AMTHIClient, Err: ENODEV}, "not ready"},
+		{errors.New("other"), ""},
+	}
+	for _, tt := range tests {
+		got := DeviceHint(tt.err)
+		if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
+			t.Errorf("DeviceHint(%v) = %q, want it to contain %q", tt.err, got, tt.want)
+		}
 	}
 }
