@@ -2,12 +2,14 @@ package store
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/provstick/provstick/setupbin"
@@ -154,6 +156,9 @@ func (s *Store) generate(ctx context.Context, spec GenerateSpec) ([]setupbin.PID
 					}
 				}
 			}
+			// Inserting in PID order keeps the pid indexes' page writes
+			// local (the PIDs are random either way).
+			slices.SortFunc(chunk, func(a, b Entry) int { return bytes.Compare(a.PID[:], b.PID[:]) })
 			if err := s.insertFree(ctx, tx, conn, chunk, "generated"); err != nil {
 				return err
 			}
@@ -219,13 +224,36 @@ var entryCols = []string{"pid", "profile", "state", "secrets", "reason", "create
 func (s *Store) insertFree(ctx context.Context, tx *sql.Tx, conn *sql.Conn, es []Entry, reason string) error {
 	t := now()
 	rows := make([][]any, len(es))
-	evs := make([][]any, len(es))
 	for i := range es {
 		blob, err := s.keys.sealEntry(&es[i])
 		if err != nil {
 			return fmt.Errorf("sealing entry %s: %w", es[i].PID, err)
 		}
 		rows[i] = []any{es[i].PID.String(), es[i].Profile, string(StateFree), blob, "", t, t}
+	}
+	if s.d.engine() == SQLite {
+		// The write lock is ours (BEGIN IMMEDIATE), so the new rows are
+		// exactly those above the current maximum id: their events are
+		// one INSERT ... SELECT, without binding ten values per row.
+		var maxID int64
+		if err := tx.QueryRowContext(ctx, "SELECT COALESCE(max(id), 0) FROM entries").Scan(&maxID); err != nil {
+			return fmt.Errorf("inserting entries: %w", err)
+		}
+		if err := s.d.bulkInsert(ctx, conn, tx, "entries", entryCols, rows); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO events (pid, at, from_state, to_state, station, actor, reason)
+			SELECT pid, ?, '', 'free', ?, ?, ? FROM entries WHERE id > ? ORDER BY id`, t, s.station, s.actor, reason, maxID)
+		if err != nil {
+			return fmt.Errorf("writing events: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != int64(len(es)) {
+			return fmt.Errorf("writing events: %d for %d new entries", n, len(es))
+		}
+		return nil
+	}
+	evs := make([][]any, len(es))
+	for i := range es {
 		evs[i] = s.eventRow(event{pid: es[i].PID, from: StateNew, to: StateFree, reason: reason}, t)
 	}
 	if err := s.d.bulkInsert(ctx, conn, tx, "entries", entryCols, rows); err != nil {
