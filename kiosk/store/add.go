@@ -182,18 +182,32 @@ func slicesDeleteFunc(es []Entry, del func(Entry) bool) []Entry {
 	return out
 }
 
-// existing returns which of the entries' PIDs are already in the pool.
+// existing returns which of the entries' PIDs are already in the pool:
+// on PostgreSQL one query per chunk over an array, on SQLite (in process,
+// no round trips) IN lists of 500.
 func (s *Store) existing(ctx context.Context, tx *sql.Tx, es []Entry) (map[setupbin.PID]bool, error) {
-	const batch = 500
+	batch := 500
+	if s.d.engine() == Postgres {
+		batch = len(es)
+	}
 	var taken map[setupbin.PID]bool
-	args := make([]any, 0, batch)
 	for start := 0; start < len(es); start += batch {
 		end := min(start+batch, len(es))
-		args = args[:0]
+		pids := make([]string, 0, end-start)
 		for _, e := range es[start:end] {
-			args = append(args, e.PID.String())
+			pids = append(pids, e.PID.String())
 		}
-		rows, err := tx.QueryContext(ctx, s.q("SELECT pid FROM entries WHERE pid IN (?"+strings.Repeat(", ?", end-start-1)+")"), args...)
+		var rows *sql.Rows
+		var err error
+		if s.d.engine() == Postgres {
+			rows, err = tx.QueryContext(ctx, "SELECT pid FROM entries WHERE pid = ANY($1::text[])", pids)
+		} else {
+			args := make([]any, len(pids))
+			for i, p := range pids {
+				args[i] = p
+			}
+			rows, err = tx.QueryContext(ctx, "SELECT pid FROM entries WHERE pid IN (?"+strings.Repeat(", ?", len(pids)-1)+")", args...)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("checking PIDs against the pool: %w", err)
 		}
