@@ -301,6 +301,9 @@ func TestFaults(t *testing.T) {
 			_, _, err := c.Pull(ctx, URISoftwareIdentity, "uuid:nope", nil)
 			return err
 		}, ErrInvalidEnumContext, 400},
+		{"delete without selector", func() error {
+			return c.Delete(ctx, URIPublicKeyCertificate, nil)
+		}, ErrInvalidSelectors, 400},
 		{"delete unknown", func() error {
 			return c.Delete(ctx, URIPublicKeyCertificate, SelectorSet{{Name: "InstanceID", Value: "7"}})
 		}, ErrInvalidSelectors, 400},
@@ -486,5 +489,40 @@ func TestNewClientErrors(t *testing.T) {
 		if _, err := NewClient(Options{Endpoint: ep}); err == nil {
 			t.Errorf("endpoint %q accepted", ep)
 		}
+	}
+}
+
+func TestAuthorize(t *testing.T) {
+	f := newFakeAMT(t, nil, testPassword)
+	opHA1 := DigestHA1("op", testRealm, "Op-Pa55!")
+	admin := f.srv.opts.Credentials
+	f.srv.opts.Credentials = func(ctx context.Context, user, realm string) (HA1, bool) {
+		if user == "op" {
+			return opHA1, true
+		}
+		return admin(ctx, user, realm)
+	}
+	f.srv.opts.Authorize = func(_ context.Context, r *Request) error {
+		if r.Username != "admin" && r.ResourceURI == URISetupAndConfigurationService {
+			return errors.New("operators may not touch the setup service")
+		}
+		return nil
+	}
+	ts := f.start(t)
+	op := newTestClient(t, ts.URL, "Op-Pa55!", nil, func(o *Options) { o.Username = "op" })
+	ctx := t.Context()
+	if _, err := op.GetGeneralSettings(ctx); err != nil {
+		t.Errorf("operator Get: %v", err)
+	}
+	err := op.CommitChanges(ctx)
+	if !errors.Is(err, ErrAccessDenied) || strings.Contains(err.Error(), "operators") {
+		t.Errorf("operator commit: %v", err)
+	}
+	if f.state != StateIn {
+		t.Errorf("denied commit changed state")
+	}
+	adm := newTestClient(t, ts.URL, testPassword, nil)
+	if err := adm.CommitChanges(ctx); err != nil {
+		t.Errorf("admin commit: %v", err)
 	}
 }

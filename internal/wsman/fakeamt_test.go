@@ -179,7 +179,10 @@ func (f *fakeAMT) register() {
 		}}, nil
 	})
 	s.HandleDelete(URIPublicKeyCertificate, func(_ context.Context, r *Request) error {
-		id, _ := r.Selectors.Get("InstanceID")
+		id, err := r.Selector("InstanceID")
+		if err != nil {
+			return err
+		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		n, err := strconv.Atoi(id)

@@ -24,6 +24,11 @@ type ServerOptions struct {
 	Credentials CredentialFunc
 	// Unauthenticated serves requests without Digest (tests only).
 	Unauthenticated bool
+	// Authorize, if set, runs after authentication and routing and before
+	// the handler; a non-nil error refuses the request with a
+	// wsman:AccessDenied fault (or the *Fault it returns), e.g. a non-admin
+	// ACL user calling an admin-only method.
+	Authorize func(ctx context.Context, r *Request) error
 	// Logger receives envelopes at debug level (secrets masked) and
 	// authentication failures at info level. nil → discard.
 	Logger *slog.Logger
@@ -67,6 +72,16 @@ func (r *Request) Decode(v any) error {
 		return ErrSchemaValidation.WithReason(err.Error())
 	}
 	return nil
+}
+
+// Selector returns the value of a required selector, or an
+// InvalidSelectors fault naming the one missing.
+func (r *Request) Selector(name string) (string, error) {
+	v, ok := r.Selectors.Get(name)
+	if !ok {
+		return "", ErrInvalidSelectors.WithReason("missing selector " + name)
+	}
+	return v, nil
 }
 
 // Handler answers one (resource URI, action) pair. It returns the body of
@@ -427,7 +442,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	case h == nil:
 		err = ErrActionNotSupported.WithReason("action " + msg.Action + " not supported on " + className(msg.ResourceURI))
 	default:
-		body, err = h(ctx, &Request{Header: msg.Header, Body: msg.Body, Username: user, HTTP: hr})
+		req := &Request{Header: msg.Header, Body: msg.Body, Username: user, HTTP: hr}
+		if s.opts.Authorize != nil {
+			if aerr := s.opts.Authorize(ctx, req); aerr != nil {
+				if _, isFault := errors.AsType[*Fault](aerr); !isFault {
+					aerr = ErrAccessDenied.WithReason("access denied")
+				}
+				err = aerr
+				break
+			}
+		}
+		body, err = h(ctx, req)
 	}
 	if errors.Is(err, ErrDropConnection) {
 		s.log.DebugContext(ctx, "wsman dropping connection", "action", shortAction(msg.Action))
