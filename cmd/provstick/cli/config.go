@@ -105,10 +105,15 @@ func loadConfig(cmd *cobra.Command, explicit string) (*Config, string, error) {
 	if cfg.Version != ConfigVersion {
 		return nil, "", fmt.Errorf("configuration %s: field version: unsupported value %d (this build reads version %d)", orDefaults(file), cfg.Version, ConfigVersion)
 	}
-	if file != "" && !filepath.IsAbs(cfg.Store.DSN) && !strings.Contains(cfg.Store.DSN, "://") && v.InConfig("store.dsn") {
-		// A relative store path in a configuration file is relative to
-		// that file ("a file next to the config").
-		cfg.Store.DSN = filepath.Join(filepath.Dir(file), cfg.Store.DSN)
+	if file != "" {
+		// Relative paths written in a configuration file are relative to
+		// that file ("a store next to the config"); from flags and the
+		// environment they are relative to the working directory.
+		for key, p := range map[string]*string{"store.dsn": &cfg.Store.DSN, "store.passphrase_file": &cfg.Store.PassphraseFile, "store.key_file": &cfg.Store.KeyFile} {
+			if *p != "" && !filepath.IsAbs(*p) && !strings.Contains(*p, "://") && v.InConfig(key) && !isFromEnv(key) {
+				*p = filepath.Join(filepath.Dir(file), *p)
+			}
+		}
 	}
 	return &cfg, file, nil
 }
@@ -150,4 +155,11 @@ func newLogger(w interface{ Write([]byte) (int, error) }, lc LogConfig) (*slog.L
 	default:
 		return nil, fmt.Errorf("configuration field log.format: invalid value %q (want text or json)", lc.Format)
 	}
+}
+
+// isFromEnv reports whether the PROVSTICK_* variable for key is set and
+// not empty, as viper counts it (it then wins over the file, and its paths
+// are the caller's).
+func isFromEnv(key string) bool {
+	return os.Getenv("PROVSTICK_"+strings.ToUpper(strings.ReplaceAll(key, ".", "_"))) != ""
 }
