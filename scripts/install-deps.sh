@@ -14,10 +14,14 @@ declare -A APT=(
 	[xxd]=/usr/bin/xxd
 	[postgresql]=/usr/lib/postgresql    # store tests start a throwaway cluster
 	[ca-certificates]=/etc/ssl/certs
+	[qemu-system-x86]=/usr/bin/qemu-system-x86_64   # VM tests boot the Debian kernel (TCG or KVM)
 )
 STATICCHECK_VERSION=v0.8.2                 # staticcheck 2026.2.2, knows Go 1.26
 MESHCENTRAL_VERSION=1.1.55                 # peer for setup.bin interop tests
 MESHCENTRAL_DIR=.cache/meshcentral/$MESHCENTRAL_VERSION
+# The Debian kernel the VM tests boot: the package linux-image-amd64 points
+# at, unpacked (not installed) into the user's cache.
+KERNEL_DIR=${VMTEST_KERNEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/provstick/vm-kernel}
 
 check=0
 [ "${1:-}" = "--check" ] && check=1
@@ -32,10 +36,12 @@ need_staticcheck=0
 "$gobin/staticcheck" -version 2>/dev/null | grep -q "(${STATICCHECK_VERSION#v})" || need_staticcheck=1
 need_mc=0
 [ -f "$MESHCENTRAL_DIR/amt/amt-setupbin.js" ] || need_mc=1
+need_kernel=0
+compgen -G "$KERNEL_DIR/boot/vmlinuz-*" >/dev/null || need_kernel=1
 
 if [ $check = 1 ]; then
-	[ ${#missing[@]} = 0 ] && [ $need_staticcheck = 0 ] && [ $need_mc = 0 ] && exit 0
-	echo "missing: ${missing[*]} $( [ $need_staticcheck = 1 ] && echo staticcheck) $( [ $need_mc = 1 ] && echo meshcentral)"
+	[ ${#missing[@]} = 0 ] && [ $need_staticcheck = 0 ] && [ $need_mc = 0 ] && [ $need_kernel = 0 ] && exit 0
+	echo "missing: ${missing[*]} $( [ $need_staticcheck = 1 ] && echo staticcheck) $( [ $need_mc = 1 ] && echo meshcentral) $( [ $need_kernel = 1 ] && echo debian-kernel)"
 	exit 1
 fi
 
@@ -59,5 +65,21 @@ if [ $need_mc = 1 ]; then
 	(cd "$tmp" && npm pack --silent "meshcentral@$MESHCENTRAL_VERSION" >/dev/null)
 	mkdir -p "$MESHCENTRAL_DIR"
 	tar -xzf "$tmp"/meshcentral-*.tgz -C "$MESHCENTRAL_DIR" --strip-components=1 package/amt package/package.json package/LICENSE
+fi
+if [ $need_kernel = 1 ]; then
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo=sudo
+	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+	if [ -z "$pkg" ]; then
+		$sudo apt-get update -qq
+		pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+	fi
+	echo "install-deps: fetching the Debian kernel $pkg into $KERNEL_DIR"
+	ktmp=$(mktemp -d)
+	chmod 755 "$ktmp" # apt-get download drops privileges to _apt
+	(cd "$ktmp" && apt-get download -qq "$pkg")
+	mkdir -p "$KERNEL_DIR"
+	dpkg-deb -x "$ktmp"/*.deb "$KERNEL_DIR"
+	rm -rf "$ktmp"
 fi
 echo "install-deps: everything is installed"
