@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -58,8 +59,14 @@ type Client struct {
 // NewClient checks the options and returns a Client. It does not connect.
 func NewClient(o Options) (*Client, error) {
 	u, err := url.Parse(o.Endpoint)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("wsman: endpoint %q is not an http or https URL", o.Endpoint)
+	if err != nil {
+		return nil, errors.New("wsman: Options.Endpoint does not parse as a URL")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("wsman: Options.Endpoint %q is not an http or https URL", u.Redacted())
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("wsman: Options.Endpoint %q holds credentials; use Options.Username and Password", u.Redacted())
 	}
 	if o.Username == "" {
 		o.Username = "admin"

@@ -485,9 +485,12 @@ func TestSecretFormatting(t *testing.T) {
 }
 
 func TestNewClientErrors(t *testing.T) {
-	for _, ep := range []string{"", "ftp://x/wsman", "http://", "::"} {
-		if _, err := NewClient(Options{Endpoint: ep}); err == nil {
+	for _, ep := range []string{"", "ftp://x/wsman", "http://", "::", "http://admin:secret@host/wsman"} {
+		_, err := NewClient(Options{Endpoint: ep})
+		if err == nil {
 			t.Errorf("endpoint %q accepted", ep)
+		} else if strings.Contains(err.Error(), "secret") {
+			t.Errorf("error shows the password: %v", err)
 		}
 	}
 }

@@ -85,6 +85,9 @@ func (t *DigestTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		base = http.DefaultTransport
 	}
 	getBody := req.GetBody
+	if req.Body != nil && getBody != nil {
+		defer req.Body.Close() // RoundTrip owns the caller's body; we send copies
+	}
 	if req.Body != nil && req.Body != http.NoBody && getBody == nil {
 		b, err := io.ReadAll(req.Body)
 		req.Body.Close()

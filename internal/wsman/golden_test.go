@@ -208,8 +208,8 @@ func goldenEnvelopes(t *testing.T) map[string][]byte {
 		{"resp-pull.xml", respHeader(ActionPullResponse, URISoftwareIdentity), pullResponse{
 			Items:         pullItems{InstanceOf(URISoftwareIdentity, SoftwareIdentity{InstanceID: "AMT", IsEntity: true, VersionString: "7.1.20"})},
 			EndOfSequence: &struct{}{}}},
-		{"resp-fault-invalidselectors.xml", respHeader(ActionFault, ""), faultElement(ErrInvalidSelectors.WithReason("no instance <x> & \"y\""))},
-		{"resp-fault-internal.xml", respHeader(ActionFault, ""), faultElement(ErrInternal.WithReason("internal error"))},
+		{"resp-fault-invalidselectors.xml", respHeader(ActionWSManFault, ""), faultElement(ErrInvalidSelectors.WithReason("no instance <x> & \"y\""))},
+		{"resp-fault-internal.xml", respHeader(ActionWSManFault, ""), faultElement(ErrInternal.WithReason("internal error"))},
 	}
 	out := make(map[string][]byte, len(cases))
 	for _, c := range cases {

@@ -69,7 +69,8 @@ func (r *Request) Decode(v any) error {
 		return ErrSchemaValidation.WithReason("empty body")
 	}
 	if err := r.Body.Decode(v); err != nil {
-		return ErrSchemaValidation.WithReason(err.Error())
+		// The decoder's message may quote values; a reply carries none.
+		return ErrSchemaValidation.WithReason("body " + r.Body.Name.Local + " does not match the class schema")
 	}
 	return nil
 }
@@ -503,8 +504,12 @@ func faultElement(f *Fault) *Element {
 }
 
 func (s *Server) writeFault(ctx context.Context, w http.ResponseWriter, req *Header, f *Fault) {
+	action := ActionFault
+	if f.Subcode.Space == NSWSMan {
+		action = ActionWSManFault
+	}
 	s.write(ctx, w, f.status(), &Header{
-		Action:    ActionFault,
+		Action:    action,
 		To:        AddressAnonymous,
 		RelatesTo: req.MessageID,
 		MessageID: newMessageID(),

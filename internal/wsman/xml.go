@@ -46,8 +46,10 @@ const (
 	ActionPullResponse      = NSEnumeration + "/PullResponse"
 	ActionRelease           = NSEnumeration + "/Release"
 	ActionReleaseResponse   = NSEnumeration + "/ReleaseResponse"
-	// ActionFault is the action of every WS-Management fault.
-	ActionFault = NSAddressing + "/fault"
+	// ActionFault is the action of WS-Addressing faults, ActionWSManFault
+	// that of WS-Management ones.
+	ActionFault      = NSAddressing + "/fault"
+	ActionWSManFault = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault"
 )
 
 // Limits on what the parser accepts from the network.
