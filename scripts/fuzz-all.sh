@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 status=0
 while IFS= read -r file; do
 	dir=$(dirname "$file")
+	dir=${dir#./}
 	for target in $(grep -oE '^func (Fuzz[A-Za-z0-9_]+)\(' "$file" | sed -E 's/^func (Fuzz[A-Za-z0-9_]+)\(/\1/'); do
 		echo "fuzz: ./$dir $target ($fuzztime)"
 		if ! go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" "./$dir" >"/tmp/fuzz-$$.log" 2>&1; then
