@@ -2,7 +2,6 @@ package store
 
 import (
 	"fmt"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -139,13 +138,4 @@ func BenchmarkStatus1M(b *testing.B) {
 		}
 		b.ReportMetric(float64(total.Microseconds())/1000/float64(n), "ms/status")
 	})
-}
-
-// cpuTime is the user+system CPU time of this process so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -21,14 +21,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,7 +38,7 @@ type Cluster struct {
 	Dir  string // temporary directory: data/, the socket, server.log
 	Port int
 	bin  string
-	cred *syscall.Credential
+	as   *osUser // nil: run as the current user
 	n    atomic.Int64
 }
 
@@ -112,18 +110,16 @@ func Start() (*Cluster, error) {
 	}
 	c := &Cluster{Dir: dir, bin: bin}
 	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
+		u, err := lookupPostgresUser()
 		if err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("running as root, initdb needs the postgres OS user: %w (run scripts/install-deps.sh)", err)
 		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(dir, uid, gid); err != nil {
+		if err := os.Chown(dir, u.uid, u.gid); err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("handing the cluster directory to postgres: %w", err)
 		}
+		c.as = u
 	}
 	if out, err := c.run("initdb", "-D", filepath.Join(dir, "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"); err != nil {
 		os.RemoveAll(dir)
@@ -153,8 +149,8 @@ func (c *Cluster) run(tool string, args ...string) ([]byte, error) {
 	cmd := exec.Command(filepath.Join(c.bin, tool), args...)
 	cmd.Dir = c.Dir
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	if c.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+	if c.as != nil {
+		runAs(cmd, c.as)
 	}
 	return cmd.CombinedOutput()
 }
