@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -112,7 +113,7 @@ func (s *Store) AllocateStick(ctx context.Context, spec StickSpec) (Stick, []Ent
 	}
 	st := Stick{Label: spec.Label, Recipe: spec.Recipe, Profile: spec.Profile, Records: spec.Count, Unconsumed: spec.Count, Station: s.station}
 	var entries []Entry
-	err := s.withTx(ctx, func(tx *sql.Tx, conn *sql.Conn) error {
+	err := s.withTx(ctx, func(tx *sql.Tx, _ *sql.Conn) error {
 		entries = entries[:0]
 		ids := make([]int64, 0, spec.Count)
 		rows, err := tx.QueryContext(ctx, s.q("SELECT id, pid, secrets FROM entries WHERE state = 'free' AND profile = ? ORDER BY id LIMIT ?"+s.d.skipLocked()), spec.Profile, spec.Count)
@@ -162,13 +163,15 @@ func (s *Store) AllocateStick(ctx context.Context, spec StickSpec) (Stick, []Ent
 		if err := s.markAllocated(ctx, tx, stickID, ids, t); err != nil {
 			return err
 		}
-		evs := make([][]any, len(entries))
-		for i := range entries {
-			evs[i] = s.eventRow(event{pid: entries[i].PID, from: StateFree, to: StateAllocated,
-				stickID: sql.NullInt64{Int64: stickID, Valid: true}, record: sql.NullInt64{Int64: int64(i + 1), Valid: true}}, t)
+		// The events come from the rows just changed, server side.
+		res, err := tx.ExecContext(ctx, s.q(`INSERT INTO events (pid, at, from_state, to_state, station, actor, reason, stick_id, record)
+			SELECT pid, ?, 'free', 'allocated', ?, ?, '', stick_id, record FROM entries WHERE stick_id = ? ORDER BY record`),
+			t, s.station, s.actor, stickID)
+		if err != nil {
+			return fmt.Errorf("writing events: %w", err)
 		}
-		if err := s.d.bulkInsert(ctx, conn, tx, "events", eventCols, evs); err != nil {
-			return err
+		if n, _ := res.RowsAffected(); n != int64(len(entries)) {
+			return fmt.Errorf("writing events: %d for %d entries", n, len(entries))
 		}
 		return s.bumpCounts(ctx, tx, countDelta{spec.Profile, StateFree, -spec.Count}, countDelta{spec.Profile, StateAllocated, spec.Count})
 	})
@@ -185,7 +188,7 @@ func (s *Store) AllocateStick(ctx context.Context, spec StickSpec) (Stick, []Ent
 
 // markAllocated moves the drawn entries (ids in record order) to the
 // stick, re-checking that each is still free. PostgreSQL does it in one
-// statement over arrays (one round trip); SQLite, in process, row by row.
+// statement over arrays (one round trip); SQLite over a JSON array.
 func (s *Store) markAllocated(ctx context.Context, tx *sql.Tx, stickID int64, ids []int64, t int64) error {
 	if s.d.engine() == Postgres {
 		recs := make([]int64, len(ids))
@@ -202,19 +205,24 @@ func (s *Store) markAllocated(ctx context.Context, tx *sql.Tx, stickID int64, id
 		}
 		return nil
 	}
-	upd, err := tx.PrepareContext(ctx, "UPDATE entries SET state = 'allocated', stick_id = ?, record = ?, updated_at = ? WHERE id = ? AND state = 'free'")
+	// SQLite: the ids as a JSON array, json_each's key is the 0-based
+	// position, so one statement assigns records 1..N.
+	var js strings.Builder
+	js.WriteByte('[')
+	for i, id := range ids {
+		if i > 0 {
+			js.WriteByte(',')
+		}
+		js.WriteString(strconv.FormatInt(id, 10))
+	}
+	js.WriteByte(']')
+	res, err := tx.ExecContext(ctx, `UPDATE entries SET state = 'allocated', stick_id = ?, record = j.key + 1, updated_at = ?
+		FROM json_each(?) AS j WHERE entries.id = j.value AND entries.state = 'free'`, stickID, t, js.String())
 	if err != nil {
 		return fmt.Errorf("allocating entries: %w", err)
 	}
-	defer upd.Close()
-	for i, id := range ids {
-		res, err := upd.ExecContext(ctx, stickID, i+1, t, id)
-		if err != nil {
-			return fmt.Errorf("allocating entries: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return fmt.Errorf("allocating entries: record %d drawn by another station: %w", i+1, ErrIllegalTransition)
-		}
+	if n, _ := res.RowsAffected(); n != int64(len(ids)) {
+		return fmt.Errorf("allocating entries: %d of %d drawn by another station: %w", int64(len(ids))-n, len(ids), ErrIllegalTransition)
 	}
 	return nil
 }
