@@ -114,6 +114,10 @@ type State struct {
 
 	// Resets counts ME resets.
 	Resets int
+
+	// Net is what only the network side uses (net*.go, wsman*.go): realm,
+	// ACL, keys, certificates, TLS settings, clock, audit record.
+	Net NetState
 }
 
 func (s *State) clone() State {
@@ -127,6 +131,7 @@ func (s *State) clone() State {
 		w := *s.Wireless
 		c.Wireless = &w
 	}
+	c.Net = s.Net.clone()
 	return c
 }
 
@@ -317,4 +322,5 @@ func (s *State) unprovision() {
 		}
 	}
 	s.Hashes = keep
+	s.Net.unprovision()
 }
