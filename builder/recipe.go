@@ -1,0 +1,243 @@
+package builder
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// RecipeVersion is the only recipe format version this builder reads.
+const RecipeVersion = 1
+
+// Limits of the image a recipe may ask for. FAT32 needs at least 65,525
+// clusters to be FAT32 at all; with go-diskfs's cluster table (512-byte
+// clusters up to 260 MiB) that is about 33 MiB, and we keep a margin so
+// the partition is FAT32 for every tool that guesses from the cluster
+// count (DESIGN.md §3 decision 5 keeps the default at or under 2 GB).
+const (
+	MinImageSize = 65 << 20
+	MaxImageSize = 32 << 30
+)
+
+// ErrRecipe: the recipe is not one this builder can make. The error names
+// the file and field.
+var ErrRecipe = errors.New("builder: bad recipe")
+
+// Recipe says how to lay out and boot a stick. It is decoded strictly from
+// YAML (see images/*.yaml): unknown fields and a version other than
+// RecipeVersion are errors, so a typo never silently falls back to a
+// default.
+type Recipe struct {
+	Version     int        `yaml:"version"`
+	Name        string     `yaml:"name"`
+	Description string     `yaml:"description"`
+	Size        ByteSize   `yaml:"size"`  // whole image, e.g. "256MiB"
+	Table       string     `yaml:"table"` // partition table: "mbr"
+	Filesystem  Filesystem `yaml:"filesystem"`
+	Boot        Boot       `yaml:"boot"`
+	Kernel      Kernel     `yaml:"kernel"`
+	Agent       Agent      `yaml:"agent"`
+}
+
+// Filesystem is the one partition's filesystem.
+type Filesystem struct {
+	Type  string `yaml:"type"`  // "fat32"
+	Label string `yaml:"label"` // volume label, "PROVSTICK"
+}
+
+// Boot names the boot loaders. An image with neither loader is a
+// setup.bin-only stick (no kernel needed).
+type Boot struct {
+	UEFI    string `yaml:"uefi"`    // "systemd-boot" or "none"
+	BIOS    string `yaml:"bios"`    // "syslinux" or "none"
+	Cmdline string `yaml:"cmdline"` // kernel command line
+	// Timeout is the boot menu wait in seconds (0: boot at once).
+	Timeout int `yaml:"timeout"`
+}
+
+// Kernel says where the kernel comes from and which modules go into the
+// initramfs (their dependencies are added from each module's .modinfo).
+type Kernel struct {
+	Package string   `yaml:"package"` // Debian package the kernel comes from, for the manifest
+	Modules []string `yaml:"modules"` // module names, '-' and '_' equivalent
+}
+
+// Agent configures the agent on the target; it is written to the stick as
+// provstick/agent.json.
+type Agent struct {
+	After     string `yaml:"after"`     // "poweroff", "reboot" or "wait"
+	Countdown int    `yaml:"countdown"` // seconds before After
+}
+
+// Boot loader and setting names.
+const (
+	LoaderNone        = "none"
+	LoaderSystemdBoot = "systemd-boot"
+	LoaderSyslinux    = "syslinux"
+)
+
+// Bootable reports whether the recipe needs a kernel and an initramfs.
+func (r *Recipe) Bootable() bool {
+	return r.Boot.UEFI != LoaderNone || r.Boot.BIOS != LoaderNone
+}
+
+// ByteSize is a size in bytes written with an optional unit (KiB, MiB,
+// GiB, or K, M, G as powers of two).
+type ByteSize int64
+
+var sizeRE = regexp.MustCompile(`^\s*([0-9]+)\s*([KMG]i?B?)?\s*$`)
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *ByteSize) UnmarshalText(b []byte) error {
+	m := sizeRE.FindSubmatch(b)
+	if m == nil {
+		return fmt.Errorf("size %q: want a number with an optional unit (KiB, MiB, GiB)", b)
+	}
+	n, err := strconv.ParseInt(string(m[1]), 10, 64)
+	if err != nil || n > 1<<44 {
+		return fmt.Errorf("size %q: out of range", b)
+	}
+	switch strings.ToUpper(string(m[2]))[:min(1, len(m[2]))] {
+	case "K":
+		n <<= 10
+	case "M":
+		n <<= 20
+	case "G":
+		n <<= 30
+	}
+	*s = ByteSize(n)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s ByteSize) MarshalText() ([]byte, error) {
+	switch {
+	case s != 0 && s%(1<<30) == 0:
+		return []byte(strconv.FormatInt(int64(s)>>30, 10) + "GiB"), nil
+	case s != 0 && s%(1<<20) == 0:
+		return []byte(strconv.FormatInt(int64(s)>>20, 10) + "MiB"), nil
+	}
+	return []byte(strconv.FormatInt(int64(s), 10)), nil
+}
+
+// ParseRecipe decodes one YAML recipe strictly and checks it. name is
+// used in error messages (the file name).
+//
+// The builder decodes recipes itself, with the YAML library viper uses,
+// rather than through viper: a recipe is a data file that also the tests,
+// the benchmark and (later) the kiosk's factory line load, and viper would
+// fold key case, merge environment variables and ignore unknown keys.
+func ParseRecipe(r io.Reader, name string) (*Recipe, error) {
+	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("reading recipe %s: %w", name, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var rec Recipe
+	if err := dec.Decode(&rec); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("recipe %s: empty: %w", name, ErrRecipe)
+		}
+		return nil, fmt.Errorf("recipe %s: %v: %w", name, err, ErrRecipe)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("recipe %s: more than one YAML document: %w", name, ErrRecipe)
+	}
+	rec.setDefaults()
+	if err := rec.Validate(); err != nil {
+		return nil, fmt.Errorf("recipe %s: %w", name, err)
+	}
+	return &rec, nil
+}
+
+// LoadRecipe reads and checks the recipe file name.
+func LoadRecipe(name string) (*Recipe, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading recipe: %w", err)
+	}
+	defer f.Close()
+	return ParseRecipe(f, name)
+}
+
+func (r *Recipe) setDefaults() {
+	if r.Table == "" {
+		r.Table = "mbr"
+	}
+	if r.Filesystem.Type == "" {
+		r.Filesystem.Type = "fat32"
+	}
+	if r.Filesystem.Label == "" {
+		r.Filesystem.Label = "PROVSTICK"
+	}
+	if r.Boot.UEFI == "" {
+		r.Boot.UEFI = LoaderNone
+	}
+	if r.Boot.BIOS == "" {
+		r.Boot.BIOS = LoaderNone
+	}
+	if len(r.Kernel.Modules) == 0 {
+		r.Kernel.Modules = nil
+	}
+	if r.Agent.After == "" {
+		r.Agent.After = "poweroff"
+	}
+}
+
+var labelRE = regexp.MustCompile(`^[A-Z0-9_-]{1,11}$`)
+
+// Validate checks a recipe built in code (ParseRecipe calls it).
+func (r *Recipe) Validate() error {
+	bad := func(field string, v any, why string) error {
+		return fmt.Errorf("field %s: %v: %s: %w", field, v, why, ErrRecipe)
+	}
+	switch {
+	case r.Version != RecipeVersion:
+		return bad("version", r.Version, fmt.Sprintf("this builder reads version %d", RecipeVersion))
+	case r.Name == "":
+		return bad("name", `""`, "required")
+	case r.Size < MinImageSize || r.Size > MaxImageSize:
+		return bad("size", r.Size, fmt.Sprintf("want %d MiB to %d GiB", MinImageSize>>20, MaxImageSize>>30))
+	case r.Size%(1<<20) != 0:
+		return bad("size", r.Size, "want a whole number of MiB")
+	case r.Table != "mbr":
+		return bad("table", r.Table, `only "mbr" is supported`)
+	case r.Filesystem.Type != "fat32":
+		return bad("filesystem.type", r.Filesystem.Type, `only "fat32" is supported`)
+	case !labelRE.MatchString(r.Filesystem.Label):
+		return bad("filesystem.label", r.Filesystem.Label, "want 1 to 11 of A-Z 0-9 _ -")
+	case r.Boot.UEFI != LoaderNone && r.Boot.UEFI != LoaderSystemdBoot:
+		return bad("boot.uefi", r.Boot.UEFI, `want "systemd-boot" or "none"`)
+	case r.Boot.BIOS != LoaderNone && r.Boot.BIOS != LoaderSyslinux:
+		return bad("boot.bios", r.Boot.BIOS, `want "syslinux" or "none"`)
+	case r.Boot.Timeout < 0 || r.Boot.Timeout > 600:
+		return bad("boot.timeout", r.Boot.Timeout, "want 0 to 600 seconds")
+	case strings.ContainsAny(r.Boot.Cmdline, "\n\r\x00"):
+		return bad("boot.cmdline", strconv.Quote(r.Boot.Cmdline), "one line")
+	case len(r.Boot.Cmdline) > 1024:
+		return bad("boot.cmdline", len(r.Boot.Cmdline), "longer than 1024 bytes")
+	case r.Bootable() && len(r.Kernel.Modules) == 0:
+		return bad("kernel.modules", "[]", "a bootable stick needs the USB and FAT modules")
+	case r.Agent.After != "poweroff" && r.Agent.After != "reboot" && r.Agent.After != "wait":
+		return bad("agent.after", r.Agent.After, `want "poweroff", "reboot" or "wait"`)
+	case r.Agent.Countdown < 0 || r.Agent.Countdown > 3600:
+		return bad("agent.countdown", r.Agent.Countdown, "want 0 to 3600 seconds")
+	}
+	for i, m := range r.Kernel.Modules {
+		if !moduleNameRE.MatchString(m) {
+			return bad(fmt.Sprintf("kernel.modules[%d]", i), strconv.Quote(m), "not a module name")
+		}
+	}
+	return nil
+}
+
+var moduleNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
