@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -17,7 +18,7 @@ import (
 // script. The script is internal/wsman's (testdata/meshcentral/client.js),
 // used from there rather than copied: one driver for the dispatcher test
 // and this one.
-func meshCentral(t *testing.T) (node, amtDir, script string) {
+func meshCentral(t testing.TB) (node, amtDir, script string) {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -146,4 +147,21 @@ func TestMeshCentralClient(t *testing.T) {
 	if r.UnknownClass.Status != 400 || r.WrongPassword.Status != 401 {
 		t.Errorf("unknown class %d, wrong password %d; want 400, 401", r.UnknownClass.Status, r.WrongPassword.Status)
 	}
+}
+
+type nodeBench struct{ N, NS, OK int64 }
+
+// runNode runs one of wsman's MeshCentral bench drivers and decodes its
+// JSON line.
+func runNode(tb testing.TB, node string, args ...string) (*nodeBench, error) {
+	tb.Helper()
+	out, err := exec.CommandContext(tb.Context(), node, args...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	var r nodeBench
+	if err := json.Unmarshal(out, &r); err != nil {
+		return nil, fmt.Errorf("node output %q: %w", out, err)
+	}
+	return &r, nil
 }

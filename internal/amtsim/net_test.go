@@ -200,7 +200,7 @@ func devicePublicKey(ctx context.Context, t testing.TB, c *wsman.Client, ref *ws
 
 // provision runs spec §6 steps 1–11 (and 12) with our client, as the
 // kiosk will. It returns the CA the device certificate chains to.
-func provision(ctx context.Context, t *testing.T, c *wsman.Client, newAdmin, newMEBx string, next bool) *kioskCA {
+func provision(ctx context.Context, t testing.TB, c *wsman.Client, newAdmin, newMEBx string, next bool) *kioskCA {
 	t.Helper()
 	must := func(what string, err error) {
 		t.Helper()
