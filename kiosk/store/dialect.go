@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 
@@ -73,6 +75,14 @@ func openDB(ctx context.Context, dsn string) (dialect, *sql.DB, error) {
 	v.Add("_pragma", "temp_store(MEMORY)")
 	v.Add("_pragma", "cache_size(-65536)")
 	v.Set("_txlock", "immediate")
+	// Create a new store file readable by its owner only: the secrets are
+	// encrypted, but PIDs, machines and history are nobody else's
+	// business. SQLite gives its -wal and -shm files the same mode.
+	if f, err := os.OpenFile(dsn, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		f.Close()
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, nil, fmt.Errorf("opening SQLite store %s: %w", dsn, err)
+	}
 	db, err := sql.Open("sqlite", "file:"+escapePath(dsn)+"?"+v.Encode())
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening SQLite store %s: %w", dsn, err)

@@ -454,3 +454,26 @@ func TestLowSticks(t *testing.T) {
 		checkInvariants(t, s)
 	})
 }
+
+// TestSQLiteFileMode: a new SQLite store is readable by its owner only.
+func TestSQLiteFileMode(t *testing.T) {
+	dsn := filepath.Join(t.TempDir(), "pool.db")
+	key, err := RawKey(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(t.Context(), dsn, &Options{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, name := range []string{dsn, dsn + "-wal"} {
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := fi.Mode().Perm(); perm != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", filepath.Base(name), perm)
+		}
+	}
+}
