@@ -260,7 +260,9 @@ type Manifest struct {
 // ManifestFormat is the Manifest.Format of this version.
 const ManifestFormat = "provstick-stick/1"
 
-var stickIDRE = func(s string) bool {
+// ValidStickID reports whether s can label a stick: 1 to 64 of A-Z a-z
+// 0-9 . _ - (it names files and goes into the manifest).
+func ValidStickID(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}
@@ -275,7 +277,7 @@ var stickIDRE = func(s string) bool {
 // Build writes the image of stick s to name (through a temporary file
 // renamed into place, so a failed build leaves nothing behind).
 func (b *Builder) Build(ctx context.Context, name string, s Stick) (res *Result, err error) {
-	if !stickIDRE(s.ID) {
+	if !ValidStickID(s.ID) {
 		return nil, fmt.Errorf("building a stick: stick id %q: want 1 to 64 of A-Z a-z 0-9 . _ -", s.ID)
 	}
 	sb, err := setupbin.NewReader(bytes.NewReader(s.SetupBin), int64(len(s.SetupBin)))
@@ -405,7 +407,7 @@ func (b *Builder) writeImage(ctx context.Context, f *os.File, files []imageFile,
 	if err != nil {
 		return fmt.Errorf("opening the image: %w", err)
 	}
-	partSectors := uint32(size/sectorSize) - partitionStart
+	partSectors := fat32SafeSectors(uint32(size/sectorSize) - partitionStart)
 	table := &mbr.Table{
 		LogicalSectorSize:  sectorSize,
 		PhysicalSectorSize: sectorSize,
@@ -503,4 +505,36 @@ func (b *Builder) installSyslinux(ctx context.Context, img string, partOff int64
 		return fmt.Errorf("installing syslinux: %w: %s", err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// fat32SafeSectors returns the largest partition size, at most sectors,
+// for which go-diskfs v1.9.4's FAT32 layout is valid. Its closed-form FAT
+// size, ceil(4·(total−reserved) / (clusterBytes+8)) sectors, forgets the
+// two reserved FAT entries, so when the division is (nearly) exact the FAT
+// has fewer entries than clusters+2 and mtools refuses the filesystem
+// ("Too few sectors in FAT"); a 64 MiB partition hits it. Giving up a
+// cluster's worth of sectors at the end avoids it.
+func fat32SafeSectors(sectors uint32) uint32 {
+	const reserved = 32
+	for try := 0; try < 64; try++ {
+		size := int64(sectors) * sectorSize
+		clusterBytes := int64(512)
+		if size > 260<<20 {
+			clusterBytes = 4096 // go-diskfs's table up to 8 GiB
+		}
+		if size > 8<<30 {
+			clusterBytes = 8192
+		}
+		if size > 16<<30 {
+			clusterBytes = 16384
+		}
+		spc := uint32(clusterBytes / sectorSize)
+		fatSectors := (4*(sectors-reserved) + uint32(clusterBytes) + 8 - 1) / uint32(clusterBytes+8)
+		clusters := (sectors - reserved - 2*fatSectors) / spc
+		if fatSectors*sectorSize/4 >= clusters+2 {
+			return sectors
+		}
+		sectors -= spc
+	}
+	return sectors
 }

@@ -219,6 +219,24 @@ func hex8(v uint32) string {
 	return hex.EncodeToString([]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
+// TestImageSizes: every size fsck.fat and mtools accept (go-diskfs's FAT
+// size is one sector short for some sizes, see fat32SafeSectors).
+func TestImageSizes(t *testing.T) {
+	r, err := LoadRecipe("../images/setup-only.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mib := range []int{65, 66, 100, 129, 255, 256, 257, 261, 300, 600} {
+		t.Run(itoa(mib)+"MiB", func(t *testing.T) {
+			rr := *r
+			rr.Size = ByteSize(mib) << 20
+			img, _ := buildTestImage(t, &rr, "size-test", 3)
+			mustRun(t, "fsck.fat", "-n", extractPartition(t, img))
+			mustRun(t, "mcopy", "-i", img+"@@1M", "::SETUP.BIN", filepath.Join(t.TempDir(), "s"))
+		})
+	}
+}
+
 // TestReproducible builds the same stick twice (in different directories,
 // at different times) and compares the bytes; a different stick id must
 // give a different image.

@@ -146,7 +146,7 @@ func ParseRecipe(r io.Reader, name string) (*Recipe, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("recipe %s: empty: %w", name, ErrRecipe)
 		}
-		return nil, fmt.Errorf("recipe %s: %v: %w", name, err, ErrRecipe)
+		return nil, fmt.Errorf("recipe %s: %s: %w", name, yamlMessage(err), ErrRecipe)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -238,6 +238,17 @@ func (r *Recipe) Validate() error {
 		}
 	}
 	return nil
+}
+
+var yamlTypeRE = regexp.MustCompile(` in type builder\.\w+`)
+
+// yamlMessage makes a YAML decoding error one line without Go type names:
+// "line 3: field sise not found".
+func yamlMessage(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:")
+	msg = yamlTypeRE.ReplaceAllString(msg, "")
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	return strings.Join(strings.Fields(msg), " ")
 }
 
 var moduleNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
