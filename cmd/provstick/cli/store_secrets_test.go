@@ -86,6 +86,14 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	cli(false, "pool", "import", "pool.age", "--passphrase-file", "newpass") // all duplicates
 	t.Setenv("PROVSTICK_STORE_DSN", filepath.Join(dir, "pool.db"))
 
+	// A stick drawn from the pool, looked at and consumed: the setup.bin
+	// holds the secrets (it must), the output must not.
+	cli(true, append([]string{"setupbin", "create", "--from-pool", "--stick", "s1", "--records", "3", "--profile", "amt6-10", "-o", "s1.bin"}, []string{"--passphrase-file", "newpass"}...)...)
+	cli(true, "setupbin", "view", "s1.bin")
+	cli(true, "setupbin", "view", "--json", "s1.bin")
+	cli(true, "setupbin", "verify", "s1.bin")
+	cli(true, "setupbin", "consume", "s1.bin")
+	cli(false, append([]string{"setupbin", "create", "--from-pool", "--stick", "s2", "--records", "300", "--profile", "amt6-10", "-o", "s2.bin"}, []string{"--passphrase-file", "newpass"}...)...)
 	// The deliberate plain export: its output is still searched, the
 	// file is where the secrets are learnt.
 	cli(true, "pool", "export", "--plain", "-o", "plain.csv", "--passphrase-file", "newpass")
