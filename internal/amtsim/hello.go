@@ -187,12 +187,12 @@ func (h *helloSender) send(ctx context.Context, st State, retry int) (sent, garb
 	defer cancel()
 	msg, err := helloMessage(st, retry)
 	if err != nil {
-		h.s.log.Info("amtsim: no hello", "retry", retry, "err", err)
+		h.s.log.Info("amtsim: no hello", "retry", retry, "uuid", st.UUID.String(), "err", err)
 		return 0, 0, err
 	}
 	addr, err := h.findSCS(ctx, st)
 	if err != nil {
-		h.s.log.Info("amtsim: no hello", "retry", retry, "err", err)
+		h.s.log.Info("amtsim: no hello", "retry", retry, "uuid", st.UUID.String(), "err", err)
 		return 0, 0, err
 	}
 	dup, garb := h.s.fault.hellos()
@@ -208,7 +208,7 @@ func (h *helloSender) send(ctx context.Context, st State, retry int) (sent, garb
 		sent++
 	}
 	if err != nil {
-		h.s.log.Info("amtsim: hello not delivered", "scs", addr, "retry", retry, "err", err)
+		h.s.log.Info("amtsim: hello not delivered", "scs", addr, "retry", retry, "uuid", st.UUID.String(), "err", err)
 		return sent, garbage, err
 	}
 	h.s.log.Info("amtsim: hello sent", "scs", addr, "retry", retry, "uuid", st.UUID.String(), "pid", st.PID)

@@ -33,6 +33,9 @@ type FleetOptions struct {
 	// Net is every machine's network options (Hello.LocalAddr is set per
 	// machine with PerAddress).
 	Net NetOptions
+	// Prepare, if set, runs for each machine before it starts (to arm
+	// faults or set a static SCS before the first hello).
+	Prepare func(i int, s *NetServer)
 }
 
 // FleetMachine is one machine of a fleet.
@@ -107,6 +110,9 @@ func StartFleet(ctx context.Context, o FleetOptions) (*Fleet, error) {
 			return nil, fmt.Errorf("machine %d: %w", i, err)
 		}
 		s := NewNetServer(d, &opts)
+		if o.Prepare != nil {
+			o.Prepare(i, s)
+		}
 		s.Start(ctx, hl, tl)
 		f.Machines = append(f.Machines, FleetMachine{Net: s, HTTPAddr: hl.Addr().String(), TLSAddr: tl.Addr().String()})
 	}
