@@ -42,7 +42,9 @@ than the image, unless --force. It asks before writing unless --yes.
 A target that is a regular file (or does not exist) is written as a file.
 Writing to a device needs permission to open it, nothing more.`,
 		Args: cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error { return runWrite(cmd.Context(), e, &f, args[0], args[1:]) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runWrite(cmd.Context(), e, &f, args[0], args[1:])
+		},
 	}
 	fl := c.Flags()
 	fl.BoolVarP(&f.yes, "yes", "y", false, "do not ask for confirmation")
