@@ -55,6 +55,9 @@ type NetOptions struct {
 	CommitDowntime time.Duration
 	// Now is the host clock (tests); nil → time.Now.
 	Now func() time.Time
+
+	// noAuth serves WS-Man without Digest (the fuzz test).
+	noAuth bool
 }
 
 // NetServer is the network side of one simulated machine: the hello
@@ -110,8 +113,9 @@ func NewNetServer(dev *Device, opts *NetOptions) *NetServer {
 	})
 	s.ws = wsman.NewServer(wsman.ServerOptions{
 		Realm:        st.Net.Realm,
-		Credentials:  s.credentials,
-		Logger:       s.log,
+		Credentials:     s.credentials,
+		Unauthenticated: s.opts.noAuth,
+		Logger:          s.log,
 		ServerHeader: "Intel(R) Active Management Technology " + st.AMTVersion,
 		// An idle device keeps few nonces; the kiosk opens one session.
 		MaxNonces:       8,
