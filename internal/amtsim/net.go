@@ -112,11 +112,11 @@ func NewNetServer(dev *Device, opts *NetOptions) *NetServer {
 		st = *d
 	})
 	s.ws = wsman.NewServer(wsman.ServerOptions{
-		Realm:        st.Net.Realm,
+		Realm:           st.Net.Realm,
 		Credentials:     s.credentials,
 		Unauthenticated: s.opts.noAuth,
 		Logger:          s.log,
-		ServerHeader: "Intel(R) Active Management Technology " + st.AMTVersion,
+		ServerHeader:    "Intel(R) Active Management Technology " + st.AMTVersion,
 		// An idle device keeps few nonces; the kiosk opens one session.
 		MaxNonces:       8,
 		MaxEnumerations: 4,

@@ -463,3 +463,23 @@ func TestCommitDataMissing(t *testing.T) {
 		t.Errorf("SetHighAccuracyTimeSynch with a foreign Ta0: %v", err)
 	}
 }
+
+// TestCommitDowntime: after a commit 16993 refuses connections for the
+// downtime (AMT restarting its network stack), then serves TLS.
+func TestCommitDowntime(t *testing.T) {
+	n := startNet(t, inSetup(t), func(o *NetOptions) { o.CommitDowntime = 300 * time.Millisecond })
+	ctx := t.Context()
+	c := n.pskClient(t, testPPS, testMEBx, tlspsk.KeyPPSASCII, wsman.PSKText)
+	provision(ctx, t, c, "Admin-Pass-2!", "Mebx-Pass-3!", false)
+	cfg := &tls.Config{InsecureSkipVerify: true}
+	if conn, err := tls.Dial("tcp", n.tlsAddr, cfg); err == nil {
+		conn.Close()
+		t.Errorf("TLS accepted during the commit downtime")
+	}
+	time.Sleep(350 * time.Millisecond)
+	conn, err := tls.Dial("tcp", n.tlsAddr, cfg)
+	if err != nil {
+		t.Fatalf("TLS after the downtime: %v", err)
+	}
+	conn.Close()
+}
