@@ -30,7 +30,6 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -39,51 +38,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/provstick/provstick/internal/peertest"
 	"github.com/provstick/provstick/setupbin"
 	"github.com/provstick/provstick/setupbin/setupbintest"
 )
-
-// meshCentralAMT returns the node binary and MeshCentral's amt/ folder.
-func meshCentralAMT(t *testing.T) (node, amtDir string) {
-	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("node not on PATH under CI=true: scripts/install-deps.sh installs it")
-		}
-		t.Skip("node not on PATH: MeshCentral interop not run (scripts/install-deps.sh installs node; CI runs it)")
-	}
-	dir := os.Getenv("PROVSTICK_MESHCENTRAL_DIR")
-	if dir == "" {
-		root, err := moduleRoot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir = filepath.Join(root, ".cache", "meshcentral", "1.1.55")
-	}
-	amtDir = filepath.Join(dir, "amt")
-	if _, err := os.Stat(filepath.Join(amtDir, "amt-setupbin.js")); err != nil {
-		t.Fatalf("MeshCentral's amt/amt-setupbin.js not found under %s (%v): run scripts/install-deps.sh, or set PROVSTICK_MESHCENTRAL_DIR", dir, err)
-	}
-	return node, amtDir
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the test's directory")
-		}
-		dir = parent
-	}
-}
 
 type mcVar struct {
 	ModuleID uint16  `json:"moduleid"`
@@ -132,7 +90,7 @@ func runDriver(t *testing.T, node, amtDir string, args ...string) []byte {
 // TestMeshCentralDecodesOurFiles decodes every file under testdata/ with
 // MeshCentral and compares header, records and entries with our reader.
 func TestMeshCentralDecodesOurFiles(t *testing.T) {
-	node, amtDir := meshCentralAMT(t)
+	node, amtDir := peertest.MeshCentralAMT(t, "amt-setupbin.js")
 	names, _ := filepath.Glob("testdata/*.bin")
 	compared := 0
 	for _, name := range names {
@@ -288,7 +246,7 @@ func toSpec(es []setupbin.Entry) []specVar {
 // TestOurReaderReadsMeshCentralFiles has MeshCentral's encoder write files
 // and requires our reader to read back exactly the entries given.
 func TestOurReaderReadsMeshCentralFiles(t *testing.T) {
-	node, amtDir := meshCentralAMT(t)
+	node, amtDir := peertest.MeshCentralAMT(t, "amt-setupbin.js")
 	psks, err := setupbintest.PSKs(42, 4)
 	if err != nil {
 		t.Fatal(err)

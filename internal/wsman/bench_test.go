@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+
+	"github.com/provstick/provstick/internal/peertest"
 )
 
 // BenchmarkGet is one Get AMT_GeneralSettings by our client against our
@@ -37,10 +39,7 @@ func BenchmarkGet(b *testing.B) {
 // (node) against the same dispatcher; ns/op is measured inside node after
 // a warm-up call, so node's start-up is not counted.
 func BenchmarkGetPeer(b *testing.B) {
-	if _, err := exec.LookPath("node"); err != nil {
-		b.Skip("node not on PATH")
-	}
-	node, amtDir := meshCentralAMTB(b)
+	node, amtDir := peertest.MeshCentralAMT(b, "amt-wsman.js")
 	f := newFakeAMT(b, nil, testPassword)
 	ts := httptest.NewServer(f.srv)
 	defer ts.Close()
@@ -59,25 +58,6 @@ func BenchmarkGetPeer(b *testing.B) {
 		b.Fatalf("MeshCentral: %d of %d Gets answered", r.OK, n)
 	}
 	b.ReportMetric(float64(r.NS)/float64(n), "ns/op")
-}
-
-// meshCentralAMTB is meshCentralAMT for benchmarks (no CI failure rule:
-// benchmarks are run by hand).
-func meshCentralAMTB(b *testing.B) (string, string) {
-	node, _ := exec.LookPath("node")
-	dir := os.Getenv("PROVSTICK_MESHCENTRAL_DIR")
-	if dir == "" {
-		root, err := moduleRoot()
-		if err != nil {
-			b.Fatal(err)
-		}
-		dir = filepath.Join(root, ".cache", "meshcentral", "1.1.55")
-	}
-	amtDir := filepath.Join(dir, "amt")
-	if _, err := os.Stat(filepath.Join(amtDir, "amt-wsman.js")); err != nil {
-		b.Fatalf("MeshCentral not found under %s: run scripts/install-deps.sh", dir)
-	}
-	return node, amtDir
 }
 
 // BenchmarkServeHTTP is the dispatcher's cost for one Get, without the

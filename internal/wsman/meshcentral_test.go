@@ -4,60 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"net"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/provstick/provstick/internal/peertest"
 )
-
-// meshCentralAMT returns the node binary and MeshCentral's amt/ folder
-// (<module root>/.cache/meshcentral/1.1.55/amt, or $PROVSTICK_MESHCENTRAL_DIR/amt).
-func meshCentralAMT(t *testing.T) (node, amtDir string) {
-	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("node not on PATH under CI=true: scripts/install-deps.sh installs it")
-		}
-		t.Skip("node not on PATH: MeshCentral WS-Man interop not run (scripts/install-deps.sh installs node; CI runs it)")
-	}
-	dir := os.Getenv("PROVSTICK_MESHCENTRAL_DIR")
-	if dir == "" {
-		root, err := moduleRoot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir = filepath.Join(root, ".cache", "meshcentral", "1.1.55")
-	}
-	amtDir = filepath.Join(dir, "amt")
-	for _, f := range []string{"amt-wsman-comm.js", "amt-wsman.js", "amt-xml.js", "amt.js"} {
-		if _, err := os.Stat(filepath.Join(amtDir, f)); err != nil {
-			t.Fatalf("MeshCentral's amt/%s not found under %s (%v): run scripts/install-deps.sh, or set PROVSTICK_MESHCENTRAL_DIR", f, dir, err)
-		}
-	}
-	return node, amtDir
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the test's directory")
-		}
-		dir = parent
-	}
-}
 
 type mcResult struct {
 	Error   string `json:"error"`
@@ -102,7 +57,7 @@ type mcResult struct {
 // Get AMT_GeneralSettings, Enumerate CIM_SoftwareIdentity (two items per
 // Pull, so it must follow EnumerationContext), SetMEBxPassword.
 func TestMeshCentralClient(t *testing.T) {
-	node, amtDir := meshCentralAMT(t)
+	node, amtDir := peertest.MeshCentralAMT(t, "amt-wsman-comm.js", "amt-wsman.js", "amt-xml.js", "amt.js")
 	var logs syncBuffer
 	f := newFakeAMT(t, debugLogger(&logs), testPassword)
 	f.srv.opts.MaxPullElements = 2
