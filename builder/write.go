@@ -171,23 +171,62 @@ func writeOne(ctx context.Context, src *os.File, size int64, target string, want
 	}
 	defer dst.Close()
 	o.Logger.Debug("writing", "target", target, "bytes", size, "direct", direct)
-	buf := alignedBuffer(o.BlockSize)
+	// Two buffers: the next block is read from the image while this one
+	// is written.
+	type block struct {
+		buf []byte
+		off int64
+		n   int
+		err error
+	}
+	free := make(chan []byte, 2)
+	free <- alignedBuffer(o.BlockSize)
+	free <- alignedBuffer(o.BlockSize)
+	full := make(chan block, 2)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		defer close(full)
+		for off := int64(0); off < size; {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-rctx.Done():
+				return
+			}
+			n := int(min(int64(len(buf)), size-off))
+			_, err := src.ReadAt(buf[:n], off)
+			select {
+			case full <- block{buf, off, n, err}:
+			case <-rctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+			off += int64(n)
+		}
+	}()
 	start := time.Now()
-	var off int64
-	for off < size {
+	var buf []byte
+	for blk := range full {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n := int(min(int64(len(buf)), size-off))
-		if _, err := src.ReadAt(buf[:n], off); err != nil {
-			return fmt.Errorf("reading the image at %d: %w", off, err)
+		if blk.err != nil {
+			return fmt.Errorf("reading the image at %d: %w", blk.off, blk.err)
 		}
-		if _, err := dst.WriteAt(buf[:n], off); err != nil {
-			return fmt.Errorf("writing %s at %d: %w", target, off, err)
+		if _, err := dst.WriteAt(blk.buf[:blk.n], blk.off); err != nil {
+			return fmt.Errorf("writing %s at %d: %w", target, blk.off, err)
 		}
-		off += int64(n)
+		off := blk.off + int64(blk.n)
 		r.Bytes = off
+		buf = blk.buf
+		free <- blk.buf
 		o.Progress(Progress{Target: target, Phase: PhaseWrite, Done: off, Total: size, Elapsed: time.Since(start)})
+	}
+	if r.Bytes != size {
+		return fmt.Errorf("writing %s: %w", target, ctx.Err())
 	}
 	o.Progress(Progress{Target: target, Phase: PhaseSync, Done: size, Total: size, Elapsed: time.Since(start)})
 	if err := dst.Sync(); err != nil {
