@@ -1,0 +1,5 @@
+//go:build !unix
+
+package amtsim
+
+func openFileLimit() uint64 { return 0 }
