@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/provstick/provstick/internal/peertest"
 )
 
 // meshCentral returns node, MeshCentral's amt/ folder and the driver
@@ -20,46 +21,12 @@ import (
 // and this one.
 func meshCentral(t testing.TB) (node, amtDir, script string) {
 	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("node is needed for the MeshCentral interop test (scripts/install-deps.sh installs it): %v", err)
-	}
-	dir := os.Getenv("PROVSTICK_MESHCENTRAL_DIR")
-	if dir == "" {
-		root, err := moduleRoot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir = filepath.Join(root, ".cache", "meshcentral", "1.1.55")
-	}
-	amtDir = filepath.Join(dir, "amt")
-	for _, f := range []string{"amt-wsman-comm.js", "amt-wsman.js", "amt-xml.js", "amt.js"} {
-		if _, err := os.Stat(filepath.Join(amtDir, f)); err != nil {
-			t.Fatalf("MeshCentral's amt/%s not found under %s (%v): run scripts/install-deps.sh, or set PROVSTICK_MESHCENTRAL_DIR", f, dir, err)
-		}
-	}
+	node, amtDir = peertest.MeshCentralAMT(t, "amt-wsman-comm.js", "amt-wsman.js", "amt-xml.js", "amt.js")
 	script = filepath.Join("..", "wsman", "testdata", "meshcentral", "client.js")
 	if _, err := os.Stat(script); err != nil {
 		t.Fatal(err)
 	}
 	return node, amtDir, script
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the test's directory")
-		}
-		dir = parent
-	}
 }
 
 // TestMeshCentralClient runs MeshCentral's WS-Management stack (an
