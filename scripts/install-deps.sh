@@ -15,6 +15,14 @@ declare -A APT=(
 	[postgresql]=/usr/lib/postgresql    # store tests start a throwaway cluster
 	[ca-certificates]=/etc/ssl/certs
 	[qemu-system-x86]=/usr/bin/qemu-system-x86_64   # VM tests boot the Debian kernel (TCG or KVM)
+	[seabios]=/usr/share/seabios/bios-256k.bin        # legacy BIOS boot tests
+	[ovmf]=/usr/share/OVMF/OVMF_CODE_4M.fd            # UEFI boot tests
+	[mtools]=/usr/bin/mcopy                           # independent reader of built images
+	[dosfstools]=/usr/sbin/fsck.fat
+	[fdisk]=/usr/sbin/sfdisk
+	[syslinux]=/usr/bin/syslinux                      # legacy BIOS loader installed into images
+	[syslinux-common]=/usr/lib/syslinux/mbr/mbr.bin
+	[systemd-boot-efi]=/usr/lib/systemd/boot/efi/systemd-bootx64.efi  # UEFI loader
 )
 STATICCHECK_VERSION=v0.8.2                 # staticcheck 2026.2.2, knows Go 1.26
 MESHCENTRAL_VERSION=1.1.55                 # peer for setup.bin interop tests
