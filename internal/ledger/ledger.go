@@ -1,0 +1,225 @@
+// Package ledger is the ledger on a provisioning stick: which setup.bin
+// record went to which machine, written by the agent on the target
+// (initramfs/agent) and read by the kiosk when the stick comes back
+// (DESIGN.md §3 decision 7, issue 8).
+//
+// The file (provstick/ledger.jsonl on the stick) is JSON lines: one Record a
+// line, never rewritten, appended with write + fsync of the file and its
+// directory. Each line ends with its own checksum as the last member:
+//
+//	{"v":1,"seq":3,...,"sum":"sha256:<64 hex>"}
+//
+// The checksum is the SHA-256 of the line's exact bytes with the
+// `,"sum":"sha256:…"` member cut out (so `{"v":1,...}` as written, no
+// re-encoding). SHA-256 rather than CRC32C: one line is written per boot, so
+// speed does not matter, and anyone can check a line with jq and sha256sum;
+// neither is a signature — the stick is not a trusted device.
+//
+// A power cut during an append leaves at most the last line torn (no
+// newline, a short line, or NUL bytes the filesystem allocated but never
+// filled). Read reports it as a finding and skips it; Append starts the next
+// line on a fresh line and never touches earlier bytes.
+//
+// No record carries a PPS or a password: the PID alone is not a secret (it
+// travels in clear in the hello).
+package ledger
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Version is the record format this package writes (Record.V).
+const Version = 1
+
+// FileName is where the ledger lives on the stick, relative to the FAT root.
+const FileName = "provstick/ledger.jsonl"
+
+// MaxLineLen bounds one line; longer lines are reported and skipped.
+const MaxLineLen = 64 << 10
+
+// Sentinel errors.
+var (
+	ErrFormat   = errors.New("ledger: not a valid ledger line")
+	ErrChecksum = errors.New("ledger: line checksum does not match")
+	ErrVersion  = errors.New("ledger: unknown record version")
+)
+
+// Case is what the agent concluded from setup.bin's consumed counter and
+// the ledger's last entry.
+type Case string
+
+// The cases. Anything other than CaseNormal is shown to the technician.
+const (
+	// CaseNormal: exactly one record consumed since the last entry; record
+	// consumed-1 went to this machine.
+	CaseNormal Case = "normal"
+	// CaseMultiple: more than one consumed since the last entry; the stick
+	// was used on machines that never booted it. The last one is attributed
+	// to this machine; the others are listed in Record.Skipped.
+	CaseMultiple Case = "multiple-consumed"
+	// CaseRollback: the counter is lower than the ledger's: someone restored
+	// an older setup.bin. Nothing is attributed.
+	CaseRollback Case = "counter-rolled-back"
+	// CaseNone: nothing consumed since the last entry (the BIOS did not take
+	// a record, or the stick was booted twice).
+	CaseNone Case = "nothing-consumed"
+	// CaseNoConsume: setup.bin has the do-not-consume flag; the record
+	// attributed is the one the BIOS reads every time.
+	CaseNoConsume Case = "no-consume"
+	// CaseUnknown: setup.bin could not be read.
+	CaseUnknown Case = "unknown"
+)
+
+// Record is one ledger line. JSON names are stable; new optional fields may
+// be added without a version change, removing or changing one needs V+1.
+type Record struct {
+	V     int       `json:"v"`
+	Seq   uint64    `json:"seq"`  // 1, 2, 3… per stick, strictly increasing
+	Time  time.Time `json:"time"` // the target's clock, UTC; may be wrong
+	Stick string    `json:"stick"`
+	Case  Case      `json:"case"`
+
+	// Consumed is setup.bin's consumed counter as read at boot;
+	// PrevConsumed the counter recorded by the previous entry (nil for
+	// the first).
+	Consumed     uint32  `json:"consumed"`
+	PrevConsumed *uint32 `json:"prev_consumed,omitempty"`
+	// Record is the 1-based record number in the batch attributed to this
+	// machine (0: none), Index its 0-based position in setup.bin.
+	Record int    `json:"record,omitempty"`
+	Index  int    `json:"index"`
+	PID    string `json:"pid,omitempty"` // display form 0000-037M
+	// Skipped lists the record numbers consumed by machines that never
+	// booted the stick (CaseMultiple).
+	Skipped []int `json:"skipped,omitempty"`
+	// NextPID is the PID of the record the BIOS hands out next, so the next
+	// boot can name it after the BIOS has zeroed its body.
+	NextPID string `json:"next_pid,omitempty"`
+
+	AMT   *AMT     `json:"amt,omitempty"`
+	DMI   *DMI     `json:"dmi,omitempty"`
+	MACs  []string `json:"macs,omitempty"` // host NICs, lower-case colon form
+	TPM   *TPM     `json:"tpm,omitempty"`
+	Agent string   `json:"agent,omitempty"` // agent version
+
+	// Missing names each source that gave nothing, with why.
+	Missing []Missing `json:"missing,omitempty"`
+
+	// Sum is set by Marshal and checked by Read; callers leave it empty.
+	Sum string `json:"sum,omitempty"`
+}
+
+// AMT is what the ME said over HECI.
+type AMT struct {
+	UUID              string `json:"uuid"`
+	AMTVersion        string `json:"amt_version,omitempty"`
+	FirmwareVersion   string `json:"fw_version,omitempty"`
+	BIOSVersion       string `json:"bios_version,omitempty"`
+	BuildNumber       string `json:"build,omitempty"`
+	SKU               string `json:"sku,omitempty"`
+	ProvisioningState string `json:"provisioning_state,omitempty"`
+	ProvisioningMode  string `json:"provisioning_mode,omitempty"`
+	ControlMode       string `json:"control_mode,omitempty"`
+	TLSMode           string `json:"tls_mode,omitempty"`
+	DNSSuffix         string `json:"dns_suffix,omitempty"`
+	WiredMAC          string `json:"wired_mac,omitempty"`
+}
+
+// DMI is /sys/class/dmi/id.
+type DMI struct {
+	Vendor     string `json:"vendor,omitempty"`
+	Model      string `json:"model,omitempty"`
+	Serial     string `json:"serial,omitempty"`
+	SystemUUID string `json:"system_uuid,omitempty"`
+}
+
+// TPM is the endorsement key's identity.
+type TPM struct {
+	// EKSHA256 is the SHA-256 of the RSA EK public key, DER
+	// SubjectPublicKeyInfo, hex.
+	EKSHA256 string `json:"ek_sha256"`
+	EKCert   bool   `json:"ek_cert"` // an EK certificate is in NV
+	Device   string `json:"device,omitempty"`
+}
+
+// Missing is one source that gave nothing.
+type Missing struct {
+	Source string `json:"source"` // amt, dmi, nic, tpm, tpm-ek-cert, pid, setupbin
+	Reason string `json:"reason"`
+}
+
+const sumPrefix = `,"sum":"sha256:`
+
+// Marshal returns r as one ledger line with its checksum and a final
+// newline. r.V zero is written as Version; r.Sum is ignored.
+func Marshal(r *Record) ([]byte, error) {
+	c := *r
+	if c.V == 0 {
+		c.V = Version
+	}
+	c.Sum = ""
+	c.Time = c.Time.UTC()
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("encoding ledger record %d: %w", r.Seq, err)
+	}
+	if len(b) < 2 || b[len(b)-1] != '}' || bytes.IndexByte(b, '\n') >= 0 {
+		return nil, fmt.Errorf("encoding ledger record %d: unexpected JSON: %w", r.Seq, ErrFormat)
+	}
+	sum := sha256.Sum256(b)
+	out := make([]byte, 0, len(b)+len(sumPrefix)+len(sum)*2+3)
+	out = append(out, b[:len(b)-1]...)
+	out = append(out, sumPrefix...)
+	out = hex.AppendEncode(out, sum[:])
+	out = append(out, '"', '}', '\n')
+	if len(out) > MaxLineLen {
+		return nil, fmt.Errorf("encoding ledger record %d: %d bytes, more than %d: %w", r.Seq, len(out), MaxLineLen, ErrFormat)
+	}
+	return out, nil
+}
+
+// Unmarshal parses and verifies one line (without its newline).
+func Unmarshal(line []byte) (*Record, error) {
+	const sumLen = len(sumPrefix) + 64 + 2 // prefix, hex, `"}`
+	if len(line) < sumLen+2 || line[0] != '{' || !bytes.HasSuffix(line, []byte(`"}`)) {
+		return nil, fmt.Errorf("%w: no trailing sum member", ErrFormat)
+	}
+	at := len(line) - sumLen
+	if !bytes.Equal(line[at:at+len(sumPrefix)], []byte(sumPrefix)) {
+		return nil, fmt.Errorf("%w: no trailing sum member", ErrFormat)
+	}
+	want, err := hex.DecodeString(string(line[at+len(sumPrefix) : len(line)-2]))
+	if err != nil {
+		return nil, fmt.Errorf("%w: sum is not hex", ErrFormat)
+	}
+	body := make([]byte, 0, at+1)
+	body = append(append(body, line[:at]...), '}')
+	got := sha256.Sum256(body)
+	if !bytes.Equal(got[:], want) {
+		return nil, ErrChecksum
+	}
+	var probe struct {
+		V *int `json:"v"`
+	}
+	if err := json.Unmarshal(body, &probe); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
+	}
+	if probe.V == nil {
+		return nil, fmt.Errorf("%w: no v member", ErrFormat)
+	}
+	if *probe.V != Version {
+		return nil, fmt.Errorf("%w: v=%d, this reader knows %d", ErrVersion, *probe.V, Version)
+	}
+	var r Record
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
+	}
+	r.Sum = "sha256:" + hex.EncodeToString(want)
+	return &r, nil
+}
