@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -198,10 +199,50 @@ type fakeME struct {
 	conn net.Conn
 }
 
-func newFakeStream(t *testing.T) (*Stream, *fakeME) {
-	a, b := net.Pipe()
+// streamModes runs a stream test once per way a Stream reads: with a
+// reader goroutine (net.Pipe: no file descriptor) and leader/follower (a
+// Unix socket; Linux only, elsewhere it has a reader goroutine too).
+func streamModes(t *testing.T, test func(t *testing.T, mode string)) {
+	for _, mode := range []string{"pipe", "unix"} {
+		t.Run(mode, func(t *testing.T) { test(t, mode) })
+	}
+}
+
+// unixPair returns the two ends of a Unix stream socket.
+func unixPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+func newFakeStream(t *testing.T, mode string) (*Stream, *fakeME) {
+	var a, b net.Conn
+	switch mode {
+	case "pipe":
+		a, b = net.Pipe()
+	case "unix":
+		a, b = unixPair(t)
+	default:
+		t.Fatalf("unknown stream mode %q", mode)
+	}
 	s := NewStream(a, &Options{RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond})
 	t.Cleanup(func() { s.Close(); b.Close() })
+	if got, want := s.tok != nil, mode == "unix" && runtime.GOOS == "linux"; got != want {
+		t.Fatalf("%s stream: leader/follower reading = %v, want %v", mode, got, want)
+	}
 	return s, &fakeME{t: t, conn: b}
 }
 
@@ -226,142 +267,158 @@ func (m *fakeME) connected(ch uint8) {
 }
 
 func TestStreamConnectAndSend(t *testing.T) {
-	s, me := newFakeStream(t)
-	ctx := t.Context()
-	go func() {
-		f := me.read()
-		if f.Type != FrameConnect || !bytes.Equal(f.Payload, AMTHIClient[:]) {
-			t.Errorf("got %v %x, want connect to AMTHI", f.Type, f.Payload)
+	streamModes(t, func(t *testing.T, mode string) {
+		s, me := newFakeStream(t, mode)
+		ctx := t.Context()
+		meDone := make(chan struct{})
+		go func() {
+			defer close(meDone)
+			f := me.read()
+			if f.Type != FrameConnect || !bytes.Equal(f.Payload, AMTHIClient[:]) {
+				t.Errorf("got %v %x, want connect to AMTHI", f.Type, f.Payload)
+			}
+			// Not ready twice, then connected.
+			me.write(Frame{Type: FrameError, Channel: f.Channel, Payload: []byte{19, 0, 0, 0}})
+			f = me.read()
+			me.write(Frame{Type: FrameError, Channel: f.Channel, Payload: []byte{16, 0, 0, 0}})
+			f = me.read()
+			me.connected(f.Channel)
+			m := me.read()
+			if m.Type != FrameMessage || string(m.Payload) != "ping" {
+				t.Errorf("got %v %q, want message ping", m.Type, m.Payload)
+			}
+			me.write(Frame{Type: FrameMessage, Channel: m.Channel, Payload: []byte("pong")})
+			// A reset mid-request.
+			m = me.read()
+			me.write(Frame{Type: FrameReset, Channel: m.Channel})
+			// The next Send reconnects.
+			f = me.read()
+			if f.Type != FrameConnect {
+				t.Errorf("got %v, want connect after reset", f.Type)
+			}
+			me.connected(f.Channel)
+			m = me.read()
+			me.write(Frame{Type: FrameMessage, Channel: m.Channel, Payload: []byte("again")})
+			// A reset while idle: reported by the next Send, nothing sent.
+			me.write(Frame{Type: FrameReset, Channel: m.Channel})
+			f = me.read()
+			me.connected(f.Channel)
+			m = me.read()
+			me.write(Frame{Type: FrameMessage, Channel: m.Channel, Payload: []byte("third")})
+			if f := me.read(); f.Type != FrameDisconnect {
+				t.Errorf("got %v, want disconnect on Close", f.Type)
+			}
+		}()
+		tr, err := s.Connect(ctx, AMTHIClient)
+		if err != nil {
+			t.Fatal(err)
 		}
-		// Not ready twice, then connected.
-		me.write(Frame{Type: FrameError, Channel: f.Channel, Payload: []byte{19, 0, 0, 0}})
-		f = me.read()
-		me.write(Frame{Type: FrameError, Channel: f.Channel, Payload: []byte{16, 0, 0, 0}})
-		f = me.read()
-		me.connected(f.Channel)
-		m := me.read()
-		if m.Type != FrameMessage || string(m.Payload) != "ping" {
-			t.Errorf("got %v %q, want message ping", m.Type, m.Payload)
+		if tr.MaxMessageLen() != 4096 {
+			t.Errorf("MaxMessageLen = %d", tr.MaxMessageLen())
 		}
-		me.write(Frame{Type: FrameMessage, Channel: m.Channel, Payload: []byte("pong")})
-		// A reset mid-request.
-		m = me.read()
-		me.write(Frame{Type: FrameReset, Channel: m.Channel})
-		// The next Send reconnects.
-		f = me.read()
-		if f.Type != FrameConnect {
-			t.Errorf("got %v, want connect after reset", f.Type)
+		resp, err := tr.Send(ctx, []byte("ping"))
+		if err != nil || string(resp) != "pong" {
+			t.Fatalf("Send = %q, %v", resp, err)
 		}
-		me.connected(f.Channel)
-		m = me.read()
-		me.write(Frame{Type: FrameMessage, Channel: m.Channel, Payload: []byte("again")})
-		// A reset while idle: reported by the next Send, nothing sent.
-		me.write(Frame{Type: FrameReset, Channel: m.Channel})
-		f = me.read()
-		me.connected(f.Channel)
-		m = me.read()
-		me.write(Frame{Type: FrameMessage, Channel: m.Channel, Payload: []byte("third")})
-		if f := me.read(); f.Type != FrameDisconnect {
-			t.Errorf("got %v, want disconnect on Close", f.Type)
+		_, err = tr.Send(ctx, []byte("x"))
+		var re *ResetError
+		if !errors.As(err, &re) || !errors.Is(err, ErrReset) || re.Op != "receive" {
+			t.Fatalf("Send during reset = %v, want *ResetError (receive)", err)
 		}
-	}()
-	tr, err := s.Connect(ctx, AMTHIClient)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tr.MaxMessageLen() != 4096 {
-		t.Errorf("MaxMessageLen = %d", tr.MaxMessageLen())
-	}
-	resp, err := tr.Send(ctx, []byte("ping"))
-	if err != nil || string(resp) != "pong" {
-		t.Fatalf("Send = %q, %v", resp, err)
-	}
-	_, err = tr.Send(ctx, []byte("x"))
-	var re *ResetError
-	if !errors.As(err, &re) || !errors.Is(err, ErrReset) || re.Op != "receive" {
-		t.Fatalf("Send during reset = %v, want *ResetError (receive)", err)
-	}
-	if resp, err = tr.Send(ctx, []byte("y")); err != nil || string(resp) != "again" {
-		t.Fatalf("Send after reset = %q, %v", resp, err)
-	}
-	// Wait until the idle reset is surely queued.
-	time.Sleep(20 * time.Millisecond)
-	if _, err = tr.Send(ctx, []byte("z")); !errors.As(err, &re) || re.Op != "idle" {
-		t.Fatalf("Send after idle reset = %v, want *ResetError (idle)", err)
-	}
-	if resp, err = tr.Send(ctx, []byte("z")); err != nil || string(resp) != "third" {
-		t.Fatalf("Send = %q, %v", resp, err)
-	}
-	if _, err := tr.Send(ctx, make([]byte, 4097)); !errors.Is(err, ErrTooLong) {
-		t.Errorf("long message: got %v, want ErrTooLong", err)
-	}
-	if err := tr.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tr.Send(ctx, []byte("a")); !errors.Is(err, ErrClosed) {
-		t.Errorf("Send after Close = %v, want ErrClosed", err)
-	}
+		if resp, err = tr.Send(ctx, []byte("y")); err != nil || string(resp) != "again" {
+			t.Fatalf("Send after reset = %q, %v", resp, err)
+		}
+		// Wait until the idle reset is surely queued.
+		time.Sleep(20 * time.Millisecond)
+		if _, err = tr.Send(ctx, []byte("z")); !errors.As(err, &re) || re.Op != "idle" {
+			t.Fatalf("Send after idle reset = %v, want *ResetError (idle)", err)
+		}
+		if resp, err = tr.Send(ctx, []byte("z")); err != nil || string(resp) != "third" {
+			t.Fatalf("Send = %q, %v", resp, err)
+		}
+		if _, err := tr.Send(ctx, make([]byte, 4097)); !errors.Is(err, ErrTooLong) {
+			t.Errorf("long message: got %v, want ErrTooLong", err)
+		}
+		if err := tr.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tr.Send(ctx, []byte("a")); !errors.Is(err, ErrClosed) {
+			t.Errorf("Send after Close = %v, want ErrClosed", err)
+		}
+		<-meDone // the fake ME has seen the disconnect
+	})
 }
 
 func TestStreamConnectErrors(t *testing.T) {
-	s, me := newFakeStream(t)
-	go func() {
-		f := me.read()
-		me.write(Frame{Type: FrameError, Channel: f.Channel, Payload: []byte{25, 0, 0, 0}})
-	}()
-	_, err := s.Connect(t.Context(), AMTHIClient)
-	if !errors.Is(err, ErrNoClient) {
-		t.Fatalf("got %v, want ErrNoClient at once", err)
-	}
-	var ce *ConnectError
-	if !errors.As(err, &ce) || ce.Client != AMTHIClient {
-		t.Fatalf("got %v, want *ConnectError for AMTHI", err)
-	}
-
-	// Never ready: gives up when the context ends, saying why.
-	go func() {
-		for {
-			f, err := ReadFrame(me.conn)
-			if err != nil {
-				return
-			}
-			if f.Type == FrameConnect {
-				me.write(Frame{Type: FrameError, Channel: f.Channel, Payload: []byte{19, 0, 0, 0}})
-			}
+	streamModes(t, func(t *testing.T, mode string) {
+		s, me := newFakeStream(t, mode)
+		go func() {
+			f := me.read()
+			me.write(Frame{Type: FrameError, Channel: f.Channel, Payload: []byte{25, 0, 0, 0}})
+		}()
+		_, err := s.Connect(t.Context(), AMTHIClient)
+		if !errors.Is(err, ErrNoClient) {
+			t.Fatalf("got %v, want ErrNoClient at once", err)
 		}
-	}()
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-	defer cancel()
-	_, err = s.Connect(ctx, MKHIClient)
-	if !errors.Is(err, ErrNotReady) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("got %v, want ErrNotReady and the deadline", err)
-	}
+		var ce *ConnectError
+		if !errors.As(err, &ce) || ce.Client != AMTHIClient {
+			t.Fatalf("got %v, want *ConnectError for AMTHI", err)
+		}
+
+		// Never ready: gives up when the context ends, saying why.
+		go func() {
+			for {
+				f, err := ReadFrame(me.conn)
+				if err != nil {
+					return
+				}
+				if f.Type == FrameConnect {
+					me.write(Frame{Type: FrameError, Channel: f.Channel, Payload: []byte{19, 0, 0, 0}})
+				}
+			}
+		}()
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		defer cancel()
+		_, err = s.Connect(ctx, MKHIClient)
+		if !errors.Is(err, ErrNotReady) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("got %v, want ErrNotReady and the deadline", err)
+		}
+	})
 }
 
 func TestStreamTimeoutAndEOF(t *testing.T) {
-	s, me := newFakeStream(t)
-	go func() {
-		f := me.read()
-		me.connected(f.Channel)
-		me.read() // the request, never answered
-		if f := me.read(); f.Type != FrameDisconnect {
-			t.Errorf("got %v, want disconnect after the timeout", f.Type)
+	streamModes(t, func(t *testing.T, mode string) {
+		s, me := newFakeStream(t, mode)
+		meDone := make(chan struct{})
+		go func() {
+			defer close(meDone)
+			f := me.read()
+			me.connected(f.Channel)
+			me.read() // the request, never answered
+			if f := me.read(); f.Type != FrameDisconnect {
+				t.Errorf("got %v, want disconnect after the timeout", f.Type)
+			}
+			me.conn.Close()
+		}()
+		tr, err := s.Connect(t.Context(), AMTHIClient)
+		if err != nil {
+			t.Fatal(err)
 		}
-		me.conn.Close()
-	}()
-	tr, err := s.Connect(t.Context(), AMTHIClient)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Millisecond)
-	defer cancel()
-	if _, err := tr.Send(ctx, []byte("q")); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("got %v, want deadline exceeded", err)
-	}
-	<-s.done
-	if _, err := tr.Send(t.Context(), []byte("q")); !errors.Is(err, ErrClosed) {
-		t.Fatalf("after EOF got %v, want ErrClosed", err)
-	}
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Millisecond)
+		defer cancel()
+		if _, err := tr.Send(ctx, []byte("q")); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("got %v, want deadline exceeded", err)
+		}
+		// With a reader goroutine the stream sees the end at once; with
+		// leader/follower reading, at the next read or write.
+		<-meDone
+		if mode == "pipe" {
+			<-s.done
+		}
+		if _, err := tr.Send(t.Context(), []byte("q")); !errors.Is(err, ErrClosed) {
+			t.Fatalf("after EOF got %v, want ErrClosed", err)
+		}
+	})
 }
 
 func TestOpenUnix(t *testing.T) {
@@ -472,4 +529,129 @@ func TestDeviceHint(t *testing.T) {
 			t.Errorf("DeviceHint(%v) = %q, want it to contain %q", tt.err, got, tt.want)
 		}
 	}
+}
+
+// TestStreamManyChannels: several channels in flight on one stream, the
+// replies of each round written at once and in reverse order, so each
+// reader hands on frames for the others.
+func TestStreamManyChannels(t *testing.T) {
+	streamModes(t, func(t *testing.T, mode string) {
+		s, me := newFakeStream(t, mode)
+		const n, rounds = 6, 50
+		go func() {
+			var pending []Frame
+			for {
+				f, err := ReadFrame(me.conn)
+				if err != nil {
+					return
+				}
+				switch f.Type {
+				case FrameConnect:
+					me.connected(f.Channel)
+				case FrameMessage:
+					pending = append(pending, f)
+					if len(pending) < n {
+						continue
+					}
+					var b []byte
+					for i := len(pending) - 1; i >= 0; i-- {
+						p := pending[i]
+						b = AppendFrame(b, Frame{Type: FrameMessage, Channel: p.Channel, Payload: append([]byte("re:"), p.Payload...)})
+					}
+					pending = pending[:0]
+					if _, err := me.conn.Write(b); err != nil {
+						return
+					}
+				}
+			}
+		}()
+		ctx := t.Context()
+		errs := make(chan error, n)
+		for i := range n {
+			go func() {
+				errs <- func() error {
+					tr, err := s.Connect(ctx, AMTHIClient)
+					if err != nil {
+						return err
+					}
+					for r := range rounds {
+						req := fmt.Sprintf("%d/%d", i, r)
+						resp, err := tr.Send(ctx, []byte(req))
+						if err != nil {
+							return err
+						}
+						if string(resp) != "re:"+req {
+							return fmt.Errorf("got %q, want %q", resp, "re:"+req)
+						}
+					}
+					return nil
+				}()
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+// TestStreamCancelWhileOtherWaits: a Send whose context ends returns at
+// once whoever is reading, and the other channel still gets its reply,
+// then goes on working.
+func TestStreamCancelWhileOtherWaits(t *testing.T) {
+	streamModes(t, func(t *testing.T, mode string) {
+		s, me := newFakeStream(t, mode)
+		go func() {
+			for {
+				f, err := ReadFrame(me.conn)
+				if err != nil {
+					return
+				}
+				switch {
+				case f.Type == FrameConnect:
+					me.connected(f.Channel)
+				case f.Type == FrameMessage && string(f.Payload) != "never":
+					// Off the read loop: net.Pipe writes wait for the reader.
+					time.AfterFunc(60*time.Millisecond, func() {
+						me.conn.Write(AppendFrame(nil, Frame{Type: FrameMessage, Channel: f.Channel, Payload: f.Payload}))
+					})
+				}
+			}
+		}()
+		ctx := t.Context()
+		a, err := s.Connect(ctx, AMTHIClient)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.Connect(ctx, MKHIClient)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan error, 1)
+		go func() {
+			resp, err := b.Send(ctx, []byte("slow"))
+			if err == nil && string(resp) != "slow" {
+				err = fmt.Errorf("got %q, want slow", resp)
+			}
+			got <- err
+		}()
+		short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		if _, err := a.Send(short, []byte("never")); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("got %v, want deadline exceeded", err)
+		}
+		if d := time.Since(start); d > 55*time.Millisecond {
+			t.Errorf("canceled Send returned after %v", d)
+		}
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+		for _, req := range []string{"again", "and again"} {
+			if resp, err := b.Send(ctx, []byte(req)); err != nil || string(resp) != req {
+				t.Fatalf("Send after the cancel = %q, %v", resp, err)
+			}
+		}
+	})
 }

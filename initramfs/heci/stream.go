@@ -1,19 +1,33 @@
 package heci
 
 import (
-	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
+	"time"
 )
 
 // Stream is a [Device] carried over a byte stream with the framing of
 // specs/heci.md §5: a Unix socket to the ME simulator, or a QEMU
 // virtio-serial port. One stream carries several client connections, each
 // on its own channel.
+//
+// Reading is leader/follower when the stream allows it (a Unix socket or a
+// pollable virtio port: read deadlines and a non-blocking read): there is
+// no reader goroutine; a Send waiting for its reply takes the read token,
+// reads the stream itself, hands frames for other channels to their
+// inboxes, and gives the token back once it has a frame of its own. A
+// round trip then wakes one goroutine (the one that asked), not a reader
+// that passes the reply on. A context ending stops a blocked read through a
+// read deadline in the past. Frames that arrive while nobody reads (a reset
+// while idle) are picked up by a non-blocking read at the start of the next
+// Send. Other streams (net.Pipe, io.Pipe) get a reader goroutine that holds
+// the token for good.
 type Stream struct {
 	rw   io.ReadWriteCloser
 	opts *Options
@@ -22,48 +36,178 @@ type Stream struct {
 	wmu  sync.Mutex // serialises frame writes
 	wbuf []byte
 
+	// tok is the read token in leader/follower mode: whoever receives it
+	// may read the stream until it sends it back. Nil with a reader
+	// goroutine.
+	tok chan struct{}
+	// setDeadline is rw's SetReadDeadline (leader/follower mode).
+	setDeadline func(time.Time) error
+	expire      func() // sets a read deadline in the past
+	// poll reads without blocking: (0, nil) when nothing is waiting.
+	poll func([]byte) (int, error)
+
+	// The read buffer; only the token holder (or the reader goroutine)
+	// touches it. Complete frames may wait in it after a reader stopped.
+	rbuf       []byte
+	rpos, rend int
+
 	mu     sync.Mutex
 	chans  map[uint8]chan Frame
 	next   uint8
 	closed bool
-	err    error // why the reader stopped
+	err    error // why reading stopped
 
-	done chan struct{} // closed when the reader stops
+	done chan struct{} // closed when reading has stopped for good
 }
 
 var _ Device = (*Stream)(nil)
 var _ Transport = (*streamConn)(nil)
 
+const (
+	streamBufSize = 8 << 10 // initial read buffer; grows to the longest frame
+	minRead       = 1 << 10 // compact the buffer when less room is left
+)
+
+// aLongTimeAgo is a read deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
+
 // NewStream starts a stream device over rw, which it owns.
 func NewStream(rw io.ReadWriteCloser, opts *Options) *Stream {
-	s := &Stream{rw: rw, opts: opts, log: opts.logger(), chans: map[uint8]chan Frame{}, done: make(chan struct{})}
+	s := &Stream{rw: rw, opts: opts, log: opts.logger(), chans: map[uint8]chan Frame{}, done: make(chan struct{}),
+		rbuf: make([]byte, streamBufSize)}
+	if d, ok := rw.(interface{ SetReadDeadline(time.Time) error }); ok && d.SetReadDeadline(time.Time{}) == nil {
+		if poll := nonblockingRead(rw); poll != nil {
+			s.setDeadline, s.poll = d.SetReadDeadline, poll
+			s.expire = func() { _ = s.setDeadline(aLongTimeAgo) }
+			s.tok = make(chan struct{}, 1)
+			s.tok <- struct{}{}
+			return s
+		}
+	}
 	go s.readLoop()
 	return s
 }
 
+// readLoop is the reader goroutine of streams without leader/follower
+// reading.
 func (s *Stream) readLoop() {
-	br := bufio.NewReaderSize(s.rw, 64<<10)
-	var err error
 	for {
-		var f Frame
-		f, err = ReadFrame(br)
+		f, _, err := s.readFrame(true)
 		if err != nil {
-			break
+			s.fail(err)
+			return
 		}
-		s.mu.Lock()
-		inbox := s.chans[f.Channel]
-		s.mu.Unlock()
-		if inbox == nil {
+		s.deliver(f)
+	}
+}
+
+// cutFrame decodes the frame at the start of b with the checks of
+// [ReadFrame]; n is the frame's size, 0 when b holds only part of it.
+func cutFrame(b []byte) (f Frame, n int, err error) {
+	if len(b) < 4 {
+		return Frame{}, 0, nil
+	}
+	l := binary.LittleEndian.Uint32(b[0:4])
+	if l < 2 {
+		return Frame{}, 0, &FrameFormatError{Field: "length", Value: uint64(l), Why: "shorter than type and channel"}
+	}
+	if l-2 > MaxFramePayload {
+		return Frame{}, 0, &FrameFormatError{Field: "length", Value: uint64(l), Why: fmt.Sprintf("payload over %d bytes", MaxFramePayload)}
+	}
+	n = 4 + int(l)
+	if len(b) < n {
+		return Frame{}, 0, nil
+	}
+	f = Frame{Type: FrameType(b[4]), Channel: b[5], Payload: make([]byte, n-6)}
+	copy(f.Payload, b[6:n])
+	return f, n, nil
+}
+
+// readFrame returns the next frame, from the buffer or by reading the
+// stream; without block it returns ok false rather than wait. The caller
+// holds the read token.
+func (s *Stream) readFrame(block bool) (f Frame, ok bool, err error) {
+	for {
+		f, n, err := cutFrame(s.rbuf[s.rpos:s.rend])
+		if err != nil {
+			return Frame{}, false, err
+		}
+		if n > 0 {
+			s.rpos += n
+			return f, true, nil
+		}
+		got, err := s.fill(block)
+		if err != nil {
+			if errors.Is(err, io.EOF) && s.rend > s.rpos {
+				err = io.ErrUnexpectedEOF
+			}
+			return Frame{}, false, err
+		}
+		if got == 0 && !block {
+			return Frame{}, false, nil
+		}
+	}
+}
+
+// fill reads more of the stream into the buffer, making room for the
+// whole pending frame (its length has passed cutFrame's checks).
+func (s *Stream) fill(block bool) (int, error) {
+	pending := s.rend - s.rpos
+	need := 6
+	if pending >= 4 {
+		need = 4 + int(binary.LittleEndian.Uint32(s.rbuf[s.rpos:]))
+	}
+	if s.rpos > 0 && (pending == 0 || s.rpos+need > len(s.rbuf) || len(s.rbuf)-s.rend < minRead) {
+		copy(s.rbuf, s.rbuf[s.rpos:s.rend])
+		s.rpos, s.rend = 0, pending
+	}
+	if need > len(s.rbuf) {
+		b := make([]byte, need)
+		copy(b, s.rbuf[s.rpos:s.rend])
+		s.rbuf, s.rpos, s.rend = b, 0, pending
+	}
+	var n int
+	var err error
+	if block {
+		n, err = s.rw.Read(s.rbuf[s.rend:])
+	} else {
+		n, err = s.poll(s.rbuf[s.rend:])
+	}
+	if n > 0 {
+		// An error with data comes back on the next read.
+		s.rend += n
+		return n, nil
+	}
+	return 0, err
+}
+
+// deliver hands a frame to its channel's inbox.
+func (s *Stream) deliver(f Frame) {
+	s.mu.Lock()
+	inbox := s.chans[f.Channel]
+	s.mu.Unlock()
+	if inbox == nil {
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
 			s.log.Debug("heci: frame for no channel dropped", "type", f.Type, "channel", f.Channel)
-			continue
 		}
-		select {
-		case inbox <- f:
-		default:
+		return
+	}
+	select {
+	case inbox <- f:
+	default:
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
 			s.log.Debug("heci: unexpected frame dropped", "type", f.Type, "channel", f.Channel)
 		}
 	}
+}
+
+// fail stops reading for good: err is why.
+func (s *Stream) fail(err error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
 	if s.closed {
 		err = ErrClosed
 	} else if errors.Is(err, io.EOF) {
@@ -72,8 +216,80 @@ func (s *Stream) readLoop() {
 		err = fmt.Errorf("%w: reading the stream: %w", ErrClosed, err)
 	}
 	s.err = err
-	s.mu.Unlock()
 	close(s.done)
+}
+
+// errCanceled is what readFor and recv return when their context ended.
+var errCanceled = errors.New("heci: canceled")
+
+// readFor reads the stream for channel ch until a frame for ch arrives,
+// delivering frames for other channels. The caller holds the read token.
+func (s *Stream) readFor(ctx context.Context, ch uint8, inbox chan Frame) (Frame, error) {
+	// The previous reader may have delivered ours before passing the token.
+	select {
+	case f := <-inbox:
+		return f, nil
+	case <-s.done:
+		return Frame{}, s.streamErr()
+	default:
+	}
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, s.expire)
+		defer stop()
+	}
+	for {
+		f, _, err := s.readFrame(true)
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				s.fail(err)
+				return Frame{}, s.streamErr()
+			}
+			if ctx.Err() != nil {
+				return Frame{}, errCanceled
+			}
+			// The deadline was set for an earlier reader whose context ended.
+			if err := s.setDeadline(time.Time{}); err != nil {
+				s.fail(err)
+				return Frame{}, s.streamErr()
+			}
+			continue
+		}
+		if f.Channel == ch {
+			return f, nil
+		}
+		s.deliver(f)
+	}
+}
+
+// drainIdle delivers the frames that arrived while nobody was reading, so
+// that a reset while idle is seen as one. It does not block, and does
+// nothing while someone else is reading (who delivers them anyway).
+func (s *Stream) drainIdle() {
+	select {
+	case <-s.tok:
+	default:
+		return
+	}
+	defer func() { s.tok <- struct{}{} }()
+	for retried := false; ; {
+		f, ok, err := s.readFrame(false)
+		switch {
+		case err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !retried:
+			// Left by a reader whose context ended.
+			retried = true
+			if err := s.setDeadline(time.Time{}); err != nil {
+				s.fail(err)
+				return
+			}
+		case err != nil:
+			s.fail(err)
+			return
+		case !ok:
+			return
+		default:
+			s.deliver(f)
+		}
+	}
 }
 
 func (s *Stream) streamErr() error {
@@ -102,6 +318,15 @@ func (s *Stream) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	err := s.rw.Close()
+	if s.tok != nil {
+		// A reader fails on the closed stream; with none, reading ends here.
+		select {
+		case <-s.tok:
+			s.fail(ErrClosed)
+			s.tok <- struct{}{}
+		case <-s.done:
+		}
+	}
 	<-s.done
 	return err
 }
@@ -179,37 +404,56 @@ func (c *streamConn) connectOnce(ctx context.Context) error {
 		return &ConnectError{Client: c.client, Err: err}
 	}
 	for {
-		select {
-		case f := <-inbox:
-			switch f.Type {
-			case FrameConnected:
-				p, err := ParseConnectedPayload(f.Payload)
-				if err != nil {
-					return fail(err)
-				}
-				if p.MaxMessageLen == 0 || p.MaxMessageLen > MaxFramePayload {
-					return fail(&FrameFormatError{Field: "max_msg_length", Value: uint64(p.MaxMessageLen), Why: fmt.Sprintf("want 1..%d", MaxFramePayload)})
-				}
-				c.max, c.connected = int(p.MaxMessageLen), true
-				c.s.log.Debug("heci: connected", "client", c.client.Name(), "channel", id, "max_msg_length", p.MaxMessageLen, "protocol", p.ProtocolVersion)
-				return nil
-			case FrameError:
-				e, err := ParseErrorPayload(f.Payload)
-				if err != nil {
-					return fail(err)
-				}
-				return fail(e)
-			case FrameReset, FrameDisconnect:
-				return fail(ENODEV)
-			default:
-				c.s.log.Debug("heci: unexpected frame while connecting", "type", f.Type)
-			}
-		case <-ctx.Done():
+		f, err := c.recv(ctx)
+		if err == errCanceled {
 			_ = c.s.write(Frame{Type: FrameDisconnect, Channel: id})
 			return fail(context.Cause(ctx))
-		case <-c.s.done:
-			return fail(c.s.streamErr())
 		}
+		if err != nil {
+			return fail(err)
+		}
+		switch f.Type {
+		case FrameConnected:
+			p, err := ParseConnectedPayload(f.Payload)
+			if err != nil {
+				return fail(err)
+			}
+			if p.MaxMessageLen == 0 || p.MaxMessageLen > MaxFramePayload {
+				return fail(&FrameFormatError{Field: "max_msg_length", Value: uint64(p.MaxMessageLen), Why: fmt.Sprintf("want 1..%d", MaxFramePayload)})
+			}
+			c.max, c.connected = int(p.MaxMessageLen), true
+			c.s.log.Debug("heci: connected", "client", c.client.Name(), "channel", id, "max_msg_length", p.MaxMessageLen, "protocol", p.ProtocolVersion)
+			return nil
+		case FrameError:
+			e, err := ParseErrorPayload(f.Payload)
+			if err != nil {
+				return fail(err)
+			}
+			return fail(e)
+		case FrameReset, FrameDisconnect:
+			return fail(ENODEV)
+		default:
+			c.s.log.Debug("heci: unexpected frame while connecting", "type", f.Type)
+		}
+	}
+}
+
+// recv waits for the next frame on the channel: from its inbox, or read
+// from the stream while holding the read token. It returns errCanceled
+// when ctx ends, and the stream's error when reading has stopped.
+func (c *streamConn) recv(ctx context.Context) (Frame, error) {
+	s := c.s
+	select {
+	case f := <-c.inbox:
+		return f, nil
+	case <-s.tok:
+		f, err := s.readFor(ctx, c.ch, c.inbox)
+		s.tok <- struct{}{}
+		return f, err
+	case <-ctx.Done():
+		return Frame{}, errCanceled
+	case <-s.done:
+		return Frame{}, s.streamErr()
 	}
 }
 
@@ -239,6 +483,7 @@ func (c *streamConn) Send(ctx context.Context, req []byte) ([]byte, error) {
 	}
 	// A reset that arrived while idle is reported before anything is sent.
 	if c.connected {
+		c.s.drainIdle()
 		select {
 		case f := <-c.inbox:
 			if f.Type == FrameReset || f.Type == FrameDisconnect {
@@ -262,27 +507,27 @@ func (c *streamConn) Send(ctx context.Context, req []byte) ([]byte, error) {
 		return nil, err
 	}
 	for {
-		select {
-		case f := <-c.inbox:
-			switch f.Type {
-			case FrameMessage:
-				if len(f.Payload) > c.max {
-					c.drop(true)
-					return nil, fmt.Errorf("receiving %d bytes from the %s client (max %d): %w", len(f.Payload), c.client.Name(), c.max, ErrTruncated)
-				}
-				return f.Payload, nil
-			case FrameReset, FrameDisconnect:
-				c.drop(false)
-				return nil, &ResetError{Client: c.client, Op: "receive"}
-			default:
-				c.s.log.Debug("heci: unexpected frame dropped", "type", f.Type, "channel", c.ch)
-			}
-		case <-ctx.Done():
+		f, err := c.recv(ctx)
+		if err == errCanceled {
 			c.drop(true)
 			return nil, fmt.Errorf("waiting for the %s client's reply: %w", c.client.Name(), context.Cause(ctx))
-		case <-c.s.done:
+		}
+		if err != nil {
 			c.drop(false)
-			return nil, c.s.streamErr()
+			return nil, err
+		}
+		switch f.Type {
+		case FrameMessage:
+			if len(f.Payload) > c.max {
+				c.drop(true)
+				return nil, fmt.Errorf("receiving %d bytes from the %s client (max %d): %w", len(f.Payload), c.client.Name(), c.max, ErrTruncated)
+			}
+			return f.Payload, nil
+		case FrameReset, FrameDisconnect:
+			c.drop(false)
+			return nil, &ResetError{Client: c.client, Op: "receive"}
+		default:
+			c.s.log.Debug("heci: unexpected frame dropped", "type", f.Type, "channel", c.ch)
 		}
 	}
 }

@@ -108,15 +108,31 @@ func (s *MEServer) setCount(p *int, n int) {
 	s.mu.Unlock()
 }
 
-// take decrements a fault counter and reports whether it fired.
-func (s *MEServer) take(p *int) bool {
+// replyFaults are the faults that apply to one reply.
+type replyFaults struct {
+	reset, garbage, truncate bool
+	delay                    time.Duration
+}
+
+// faults takes the faults for the next reply in one critical section: a
+// reset fires first; garbage, then truncation, only without a reset.
+func (s *MEServer) faults() replyFaults {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if *p > 0 {
-		*p--
-		return true
+	f := replyFaults{delay: s.delay}
+	take := func(p *int) bool {
+		if *p > 0 {
+			*p--
+			return true
+		}
+		return false
 	}
-	return false
+	if f.reset = take(&s.resetNext); !f.reset {
+		if f.garbage = take(&s.garbageNext); !f.garbage {
+			f.truncate = take(&s.truncateNext)
+		}
+	}
+	return f
 }
 
 func (s *MEServer) notReady() bool {
@@ -337,12 +353,13 @@ func (c *meConn) message(ch uint8, client heci.GUID, req []byte) error {
 	case heci.MKHIClient:
 		reply = s.mkhi(req)
 	}
-	if s.take(&s.resetNext) {
+	f := s.faults()
+	if f.reset {
 		s.log.Info("amtsim: fault: link reset mid-request")
 		c.resetChannels()
 		return nil
 	}
-	if s.take(&s.garbageNext) {
+	if f.garbage {
 		s.mu.Lock()
 		reply = make([]byte, 1+s.rng.IntN(64))
 		for i := range reply {
@@ -350,15 +367,12 @@ func (c *meConn) message(ch uint8, client heci.GUID, req []byte) error {
 		}
 		s.mu.Unlock()
 		s.log.Info("amtsim: fault: garbage reply", "bytes", len(reply))
-	} else if s.take(&s.truncateNext) {
+	} else if f.truncate {
 		reply = reply[:len(reply)/2]
 		s.log.Info("amtsim: fault: truncated reply", "bytes", len(reply))
 	}
-	s.mu.Lock()
-	d := s.delay
-	s.mu.Unlock()
-	if d > 0 {
-		time.Sleep(d)
+	if f.delay > 0 {
+		time.Sleep(f.delay)
 	}
 	return c.write(heci.Frame{Type: heci.FrameMessage, Channel: ch, Payload: reply})
 }

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package heci
+
+import "io"
+
+// nonblockingRead is Linux-only; elsewhere streams use a reader goroutine.
+func nonblockingRead(io.Reader) func([]byte) (int, error) { return nil }
