@@ -1,0 +1,213 @@
+// Package hello is the kiosk's hello listener (../../../shared/specs/amt-psk.md
+// §2): AMT machines in setup mode open a TCP connection to port 9971, write
+// one hello and close; the kiosk answers by connecting back. The listener
+// reads each connection with a short deadline and a size cap, parses the
+// message at EOF with internal/hello, and hands every outcome — a PSK hello,
+// a PKI hello (logged; the PKI path comes later) or a malformed message — to
+// the Handler. Malformed hellos are counted and logged with the peer
+// address, never fatal. What a hello means for the pool (folding duplicates,
+// looking up the PID, recording it) is the Handler's business (package
+// kiosk).
+package hello
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	wire "github.com/provstick/provstick/internal/hello"
+)
+
+// Defaults.
+const (
+	DefaultReadTimeout    = 5 * time.Second
+	DefaultMaxConnections = 256
+)
+
+// Received is one message read from one connection.
+type Received struct {
+	At    time.Time
+	Peer  netip.AddrPort
+	Hello *wire.Hello // nil when Err is set
+	Err   error       // why the message is malformed (wraps wire.ErrFormat, or ErrTooLarge, or a read error)
+}
+
+// ErrTooLarge: the peer sent more than a hello can hold.
+var ErrTooLarge = errors.New("hello: message longer than any hello")
+
+// Options configure a Listener.
+type Options struct {
+	// Handler receives every message, good or malformed. It runs on the
+	// connection's goroutine, so it should be quick (queue the work).
+	// Required.
+	Handler func(ctx context.Context, r Received)
+	// ReadTimeout bounds the whole read of one hello; 0 → 5 s.
+	ReadTimeout time.Duration
+	// MaxConnections bounds connections read at once; further
+	// connections wait in the kernel's accept queue. 0 → 256.
+	MaxConnections int
+	// Logger: malformed hellos at warn, PKI hellos at info, PSK hellos at
+	// debug. nil discards.
+	Logger *slog.Logger
+}
+
+// Stats counts what the listener read.
+type Stats struct {
+	Connections uint64 // accepted
+	PSK         uint64 // version-2 hellos
+	PKI         uint64 // version-3 hellos
+	Malformed   uint64 // everything else (too long, bad fields, timeouts)
+}
+
+// Listener reads hellos.
+type Listener struct {
+	o                        Options
+	log                      *slog.Logger
+	conns, psk, pki, malform atomic.Uint64
+	bufs                     sync.Pool
+}
+
+// New checks the options and returns a Listener.
+func New(o Options) (*Listener, error) {
+	if o.Handler == nil {
+		return nil, errors.New("hello listener: no handler")
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = DefaultReadTimeout
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
+	l := &Listener{o: o, log: o.Logger}
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
+	l.bufs.New = func() any { b := make([]byte, wire.MaxSize+1); return &b }
+	return l, nil
+}
+
+// Stats returns the counters.
+func (l *Listener) Stats() Stats {
+	return Stats{Connections: l.conns.Load(), PSK: l.psk.Load(), PKI: l.pki.Load(), Malformed: l.malform.Load()}
+}
+
+// Serve accepts connections on ln until ctx ends (then it returns nil) or
+// ln fails. It closes ln and waits for the connections it is reading.
+func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer ln.Close()
+	sem := make(chan struct{}, l.o.MaxConnections)
+	var tempDelay time.Duration
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		c, err := ln.Accept()
+		if err != nil {
+			<-sem
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
+				// Out of descriptors or a transient error: back off, as
+				// net/http does, rather than give up the listener.
+				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
+				l.log.Warn("hello listener: accept failed, retrying", "err", err, "delay", tempDelay)
+				select {
+				case <-time.After(tempDelay):
+				case <-ctx.Done():
+					return nil
+				}
+				continue
+			}
+			return fmt.Errorf("accepting hellos on %s: %w", ln.Addr(), err)
+		}
+		tempDelay = 0
+		l.conns.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			l.serveConn(ctx, c)
+		}()
+	}
+}
+
+// serveConn reads one hello from c and hands it on.
+func (l *Listener) serveConn(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	peer := addrPort(c.RemoteAddr())
+	c.SetReadDeadline(time.Now().Add(l.o.ReadTimeout))
+	bp := l.bufs.Get().(*[]byte)
+	defer l.bufs.Put(bp)
+	r := Received{At: time.Now(), Peer: peer}
+	b, err := readAll(c, *bp)
+	switch {
+	case err != nil:
+		r.Err = err
+	default:
+		r.Hello, r.Err = wire.Parse(b)
+	}
+	l.account(r)
+	l.o.Handler(ctx, r)
+}
+
+// account counts and logs one message.
+func (l *Listener) account(r Received) {
+	switch {
+	case r.Err != nil:
+		l.malform.Add(1)
+		l.log.Warn("malformed hello", "peer", r.Peer.String(), "err", r.Err)
+	case r.Hello.Version == wire.VersionPKI:
+		l.pki.Add(1)
+		l.log.Info("PKI hello (the PKI path is not implemented yet)", "peer", r.Peer.String(), "uuid", r.Hello.UUID.String(),
+			"retry", r.Hello.RetryCount, "root_hashes", len(r.Hello.RootHashes))
+	default:
+		l.psk.Add(1)
+		l.log.Debug("hello", "peer", r.Peer.String(), "uuid", r.Hello.UUID.String(), "pid", r.Hello.PID, "retry", r.Hello.RetryCount)
+	}
+}
+
+// readAll reads until EOF into buf (len(buf) = MaxSize+1, so one byte past
+// the largest hello proves the message too long).
+func readAll(c net.Conn, buf []byte) ([]byte, error) {
+	n := 0
+	for {
+		if n == len(buf) {
+			return nil, fmt.Errorf("reading a hello: more than %d bytes: %w", wire.MaxSize, ErrTooLarge)
+		}
+		m, err := c.Read(buf[n:])
+		n += m
+		if errors.Is(err, io.EOF) {
+			return buf[:n], nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading a hello after %d bytes: %w", n, err)
+		}
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}

@@ -1,0 +1,168 @@
+package hello
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	wire "github.com/provstick/provstick/internal/hello"
+)
+
+type collector struct {
+	mu sync.Mutex
+	rs []Received
+	ch chan struct{}
+}
+
+func (c *collector) handle(_ context.Context, r Received) {
+	c.mu.Lock()
+	c.rs = append(c.rs, r)
+	c.mu.Unlock()
+	c.ch <- struct{}{}
+}
+
+func start(t *testing.T, timeout time.Duration) (*Listener, *collector, string) {
+	t.Helper()
+	c := &collector{ch: make(chan struct{}, 100)}
+	l, err := New(Options{Handler: c.handle, ReadTimeout: timeout, MaxConnections: 4,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- l.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return l, c, ln.Addr().String()
+}
+
+func send(t *testing.T, addr string, b []byte, closeWrite bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if closeWrite {
+		c.Close()
+	} else {
+		t.Cleanup(func() { c.Close() })
+	}
+}
+
+func TestListener(t *testing.T) {
+	l, c, addr := start(t, 300*time.Millisecond)
+	psk, err := (&wire.Hello{Version: wire.VersionPSK, RetryCount: 3, UUID: wire.UUID{1, 2, 3}, PID: "ABCD2345"}).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pki, err := (&wire.Hello{Version: wire.VersionPKI, UUID: wire.UUID{4}, RootHashes: []wire.RootHash{{Type: wire.HashSHA256, Hash: make([]byte, 32)}}}).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		b       []byte
+		hold    bool // keep the connection open (the deadline must end it)
+		wantErr error
+		check   func(*testing.T, Received)
+	}{
+		{name: "psk", b: psk, check: func(t *testing.T, r Received) {
+			if r.Hello.PID != "ABCD2345" || r.Hello.RetryCount != 3 || !r.Peer.Addr().IsLoopback() {
+				t.Errorf("got %+v from %v", r.Hello, r.Peer)
+			}
+		}},
+		{name: "pki", b: pki, check: func(t *testing.T, r Received) {
+			if r.Hello.Version != wire.VersionPKI || len(r.Hello.RootHashes) != 1 {
+				t.Errorf("got %+v", r.Hello)
+			}
+		}},
+		{name: "short", b: psk[:31], wantErr: wire.ErrFormat},
+		{name: "garbage", b: []byte("GET / HTTP/1.0\r\n\r\n"), wantErr: wire.ErrFormat},
+		{name: "oversize", b: make([]byte, wire.MaxSize+100), wantErr: ErrTooLarge},
+		{name: "never closes", b: psk, hold: true, wantErr: errTimeout},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			send(t, addr, tc.b, !tc.hold)
+			select {
+			case <-c.ch:
+			case <-time.After(5 * time.Second):
+				t.Fatal("no message handled")
+			}
+			c.mu.Lock()
+			r := c.rs[len(c.rs)-1]
+			c.mu.Unlock()
+			switch {
+			case tc.wantErr == errTimeout:
+				var ne net.Error
+				if !errors.As(r.Err, &ne) || !ne.Timeout() {
+					t.Errorf("err %v, want a timeout", r.Err)
+				}
+			case tc.wantErr != nil:
+				if !errors.Is(r.Err, tc.wantErr) {
+					t.Errorf("err %v, want %v", r.Err, tc.wantErr)
+				}
+			default:
+				if r.Err != nil {
+					t.Fatal(r.Err)
+				}
+				tc.check(t, r)
+			}
+		})
+	}
+	if s := l.Stats(); s.Connections != 6 || s.PSK != 1 || s.PKI != 1 || s.Malformed != 4 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+var errTimeout = errors.New("timeout")
+
+// TestListenerBounded: with every slot held by a silent peer, a new hello
+// waits for a slot instead of being dropped or spawning without bound.
+func TestListenerBounded(t *testing.T) {
+	_, c, addr := start(t, 400*time.Millisecond)
+	for range 4 {
+		send(t, addr, []byte{0}, false)
+	}
+	time.Sleep(50 * time.Millisecond)
+	psk, _ := (&wire.Hello{Version: wire.VersionPSK, UUID: wire.UUID{9}, PID: "ABCD2345"}).MarshalBinary()
+	send(t, addr, psk, true)
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case <-c.ch:
+		case <-deadline:
+			t.Fatal("the hello waiting for a slot was never handled")
+		}
+		c.mu.Lock()
+		var ok bool
+		for _, r := range c.rs {
+			ok = ok || r.Err == nil
+		}
+		n := len(c.rs)
+		first := c.rs[0]
+		c.mu.Unlock()
+		if ok {
+			if n < 2 || first.Err == nil {
+				t.Errorf("the hello was handled before a slot freed (%d messages)", n)
+			}
+			return
+		}
+	}
+}
