@@ -1,0 +1,279 @@
+// Package agent is what runs on the target machine after the BIOS has
+// consumed a setup.bin record (issue 8): it works out which record went to
+// this machine from setup.bin's consumed counter and the stick's ledger,
+// asks the ME over HECI who the machine is, reads DMI, the NIC MACs and the
+// TPM's endorsement key, appends one line to the ledger (internal/ledger)
+// and tells the technician what happened and what to do.
+//
+// The logic here is portable and tested against the ME simulator over a
+// Unix socket with a temporary directory as the stick; the Linux-only parts
+// (mounting, finding the stick, powering off) are in cmd/provstick-agent
+// and stick_linux.go. Sources sit behind small interfaces (DMIReader,
+// NICReader, TPMReader, heci.Device) so each can be faked or missing.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/provstick/provstick/initramfs/heci"
+	"github.com/provstick/provstick/initramfs/heci/amtinfo"
+	"github.com/provstick/provstick/internal/ledger"
+	"github.com/provstick/provstick/setupbin"
+)
+
+// Version is written into each ledger line.
+const Version = "provstick-agent/1"
+
+// Config is one run.
+type Config struct {
+	// Root is the stick's mounted FAT root (holding SETUP.BIN and provstick/).
+	Root string
+	// MEAddress is the heci address (heci.ParseAddress), usually from the
+	// kernel command line; empty means heci.DefaultAddress.
+	MEAddress string
+	// OpenME opens the ME; nil means heci.OpenDevice.
+	OpenME func(ctx context.Context, addr string, opts *heci.Options) (heci.Device, error)
+	// METimeout bounds everything asked of the ME, including waiting for
+	// it to be ready; zero means 30 s.
+	METimeout time.Duration
+	DMI       DMIReader
+	NICs      NICReader
+	TPM       TPMReader
+	// Now is the clock; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Result is what happened.
+type Result struct {
+	Record *ledger.Record // the line appended
+	// OK is true when the technician has nothing to do but remove the
+	// stick.
+	OK bool
+	// Message is the text for the screen: a headline, then details.
+	Message string
+	// Ledger is the ledger as read before the append.
+	Ledger *ledger.Log
+	// Timings (start → ledger fsync, and the part spent on the ME).
+	Elapsed, MEElapsed time.Duration
+}
+
+// Run does the whole job once. An error means nothing was written to the
+// ledger (no stick, unreadable ledger, write failure); every other problem
+// ends up in the ledger line and the message.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	start := time.Now()
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	man, err := ReadManifest(cfg.Root)
+	if err != nil {
+		return nil, err
+	}
+	ledgerPath := filepath.Join(cfg.Root, filepath.FromSlash(ledger.FileName))
+	lg, err := ledger.ReadFile(ledgerPath)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range lg.Findings {
+		log.Warn("ledger", "finding", f.String())
+	}
+	rec := &ledger.Record{Seq: lg.NextSeq(), Stick: man.Stick, Agent: Version}
+	miss := func(src string, err error) {
+		rec.Missing = append(rec.Missing, ledger.Missing{Source: src, Reason: err.Error()})
+	}
+
+	sb, sbErr := openSetupBin(cfg.Root)
+	if sbErr != nil {
+		rec.Case = ledger.CaseUnknown
+		miss("setupbin", sbErr)
+	} else {
+		attribute(rec, sb, lg.Last(), man, cfg.Root, miss)
+	}
+
+	meStart := time.Now()
+	if info, err := queryME(ctx, cfg, log); err != nil {
+		miss("amt", err)
+	} else {
+		rec.AMT = amtFromInfo(info)
+	}
+	meElapsed := time.Since(meStart)
+
+	if cfg.DMI == nil {
+		miss("dmi", errors.New("no DMI reader"))
+	} else if d, err := cfg.DMI.ReadDMI(); err != nil {
+		miss("dmi", err)
+	} else {
+		rec.DMI = d
+	}
+	if cfg.NICs == nil {
+		miss("nic", errors.New("no NIC reader"))
+	} else if m, err := cfg.NICs.MACs(); err != nil {
+		miss("nic", err)
+	} else {
+		rec.MACs = m
+	}
+	if cfg.TPM == nil {
+		miss("tpm", ErrNoTPM)
+	} else if t, err := cfg.TPM.ReadEK(ctx); err != nil {
+		miss("tpm", err)
+	} else {
+		rec.TPM = t
+		if !t.EKCert {
+			miss("tpm-ek-cert", errors.New("no EK certificate in the TPM's NV storage"))
+		}
+	}
+
+	rec.Time = now().UTC()
+	if err := ledger.Append(ledgerPath, rec); err != nil {
+		return nil, fmt.Errorf("writing the ledger on stick %s: %w", man.Stick, err)
+	}
+	res := &Result{Record: rec, Ledger: lg, Elapsed: time.Since(start), MEElapsed: meElapsed}
+	if sb != nil {
+		res.OK, res.Message = render(rec, lg, sb.Header)
+	} else {
+		res.OK, res.Message = render(rec, lg, setupbin.Header{})
+	}
+	log.Info("ledger written", "seq", rec.Seq, "case", rec.Case, "record", rec.Record, "elapsed", res.Elapsed)
+	return res, nil
+}
+
+// attribute fills the case, counters, record, PID and next PID.
+func attribute(rec *ledger.Record, sb *setupbin.Reader, last *ledger.Record, man *Manifest, root string, miss func(string, error)) {
+	h := sb.Header
+	cur := h.Consumed
+	rec.Consumed = cur
+	var prev uint32 // a fresh stick: nothing consumed when it was built
+	if last != nil {
+		p := last.Consumed
+		rec.PrevConsumed = &p
+		prev = p
+	}
+	first := man.SetupBin.FirstRecord
+	idx := -1
+	switch {
+	case h.NoConsumeHonoured():
+		rec.Case = ledger.CaseNoConsume
+		idx = int(cur)
+	case cur < prev:
+		rec.Case = ledger.CaseRollback
+	case cur == prev:
+		rec.Case = ledger.CaseNone
+	case cur == prev+1:
+		rec.Case = ledger.CaseNormal
+		idx = int(cur) - 1
+	default:
+		rec.Case = ledger.CaseMultiple
+		idx = int(cur) - 1
+		for i := int(prev); i < idx && len(rec.Skipped) < 10000; i++ {
+			rec.Skipped = append(rec.Skipped, first+i)
+		}
+	}
+	rec.Index = idx
+	if idx < 0 || idx >= int(h.RecordCount) {
+		rec.Index = -1
+		if idx >= int(h.RecordCount) {
+			miss("setupbin", fmt.Errorf("consumed counter %d is beyond the %d records", cur, h.RecordCount))
+		}
+	} else {
+		rec.Record = first + idx
+		pid, err := pidOf(sb, idx, last, root)
+		if err != nil {
+			miss("pid", err)
+		} else {
+			rec.PID = pid
+		}
+	}
+	if next := int(h.NextIndex()); next < int(h.RecordCount) && !h.NoConsumeHonoured() {
+		if p, ok := pidInFile(sb, next); ok {
+			rec.NextPID = p
+		}
+	}
+}
+
+// pidOf finds the PID of the record at idx: in setup.bin if its body is
+// still there, else from provstick/pids.json, else from the previous
+// ledger line's NextPID.
+func pidOf(sb *setupbin.Reader, idx int, last *ledger.Record, root string) (string, error) {
+	if p, ok := pidInFile(sb, idx); ok {
+		return p, nil
+	}
+	pids, err := readPIDs(root)
+	if err == nil && idx < len(pids) {
+		if p, perr := setupbin.ParsePID(pids[idx]); perr == nil {
+			return p.Display(), nil
+		}
+	}
+	if last != nil && last.NextPID != "" && last.Consumed == uint32(idx) {
+		return last.NextPID, nil
+	}
+	return "", fmt.Errorf("the BIOS zeroed record %d and neither %s nor the previous ledger line names its PID", idx+1, PIDsPath)
+}
+
+func pidInFile(sb *setupbin.Reader, idx int) (string, bool) {
+	for _, r := range sb.Records {
+		if r.Index != idx || !r.Valid() {
+			continue
+		}
+		e, ok := r.Lookup(setupbin.VarPID)
+		if !ok {
+			return "", false
+		}
+		p, err := e.PID()
+		if err != nil {
+			return "", false
+		}
+		return p.Display(), true
+	}
+	return "", false
+}
+
+func queryME(ctx context.Context, cfg Config, log *slog.Logger) (*amtinfo.Info, error) {
+	addr := cfg.MEAddress
+	if addr == "" {
+		addr = heci.DefaultAddress
+	}
+	open := cfg.OpenME
+	if open == nil {
+		open = heci.OpenDevice
+	}
+	d := cfg.METimeout
+	if d <= 0 {
+		d = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	dev, err := open(ctx, addr, &heci.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("opening the ME at %s: %w", addr, err)
+	}
+	defer dev.Close()
+	info, err := amtinfo.Collect(ctx, dev, &amtinfo.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("asking the ME at %s: %w", addr, err)
+	}
+	return info, nil
+}
+
+func amtFromInfo(i *amtinfo.Info) *ledger.AMT {
+	a := &ledger.AMT{
+		UUID: i.UUID, AMTVersion: i.AMTVersion, FirmwareVersion: i.FirmwareVersion, BIOSVersion: i.BIOSVersion,
+		BuildNumber: i.BuildNumber, SKU: i.SKU, ProvisioningState: i.ProvisioningState, ProvisioningMode: i.ProvisioningMode,
+		ControlMode: i.ControlMode, TLSMode: i.TLSMode, DNSSuffix: i.DNSSuffix,
+	}
+	if i.Wired != nil {
+		a.WiredMAC = strings.ToLower(i.Wired.MAC)
+	}
+	return a
+}
