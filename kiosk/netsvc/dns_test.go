@@ -113,7 +113,7 @@ func TestDNSDiscovery(t *testing.T) {
 	st := amtsim.DefaultState()
 	f, err := amtsim.StartFleet(t.Context(), amtsim.FleetOptions{Devices: 1, Base: st,
 		Records: []amtsim.SetupRecord{{PID: "ABCD2345", PPS: amtsim.NewSecret("0123456789ABCDEF0123456789ABCDEF"), MEBxPassword: amtsim.NewSecret("P@ssw0rd-1"), DNSSuffix: "lab.example"}},
-		Net: amtsim.NetOptions{Hello: amtsim.HelloOptions{DNSServer: dnsAddr, Port: port, Timeout: 5 * time.Second}}})
+		Net:     amtsim.NetOptions{Hello: amtsim.HelloOptions{DNSServer: dnsAddr, Port: port, Timeout: 5 * time.Second}}})
 	if err != nil {
 		t.Fatal(err)
 	}
