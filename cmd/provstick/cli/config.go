@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -23,6 +24,7 @@ type Config struct {
 	Version int         `mapstructure:"version"`
 	Log     LogConfig   `mapstructure:"log"`
 	Store   StoreConfig `mapstructure:"store"`
+	Kiosk   KioskConfig `mapstructure:"kiosk"`
 }
 
 // LogConfig selects the slog handler.
@@ -48,6 +50,27 @@ type StoreConfig struct {
 	KDFMemoryKiB int `mapstructure:"kdf_memory_kib"`
 }
 
+// KioskConfig configures provstick kiosk serve (issue 10).
+type KioskConfig struct {
+	// HelloListen is the TCP address of the hello listener.
+	HelloListen         string        `mapstructure:"hello_listen"`
+	HelloReadTimeout    time.Duration `mapstructure:"hello_read_timeout"`
+	MaxHelloConnections int           `mapstructure:"max_hello_connections"`
+	// DNSListen is the UDP and TCP address of the DNS server; "" = off.
+	DNSListen   string   `mapstructure:"dns_listen"`
+	DNSSuffixes []string `mapstructure:"dns_suffixes"`
+	SCSFQDN     string   `mapstructure:"scs_fqdn"`
+	// Address is the kiosk's address in DNS answers.
+	Address string `mapstructure:"address"`
+	// Provisioning.
+	Concurrency int           `mapstructure:"concurrency"`
+	StepTimeout time.Duration `mapstructure:"step_timeout"`
+	VerifyDelay time.Duration `mapstructure:"verify_delay"`
+	AMTTLSPort  int           `mapstructure:"amt_tls_port"`
+	KeyForm     string        `mapstructure:"key_form"`
+	PSKEncoding string        `mapstructure:"psk_encoding"`
+}
+
 // defaults lists every key with its default; viper only maps PROVSTICK_*
 // environment variables onto keys it knows, so every key must be here.
 var defaults = map[string]any{
@@ -60,6 +83,20 @@ var defaults = map[string]any{
 	"store.station":         "",
 	"store.kdf_time":        3,
 	"store.kdf_memory_kib":  64 * 1024,
+
+	"kiosk.hello_listen":          ":9971",
+	"kiosk.hello_read_timeout":    "5s",
+	"kiosk.max_hello_connections": 256,
+	"kiosk.dns_listen":            "",
+	"kiosk.dns_suffixes":          []string{},
+	"kiosk.scs_fqdn":              "",
+	"kiosk.address":               "",
+	"kiosk.concurrency":           16,
+	"kiosk.step_timeout":          "60s",
+	"kiosk.verify_delay":          "5s",
+	"kiosk.amt_tls_port":          16993,
+	"kiosk.key_form":              "pps-ascii",
+	"kiosk.psk_encoding":          "text",
 }
 
 // flagKeys maps persistent flags to configuration keys.

@@ -1,0 +1,183 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/provstick/provstick/internal/tlspsk"
+	"github.com/provstick/provstick/internal/wsman"
+	"github.com/provstick/provstick/kiosk"
+	"github.com/provstick/provstick/kiosk/netsvc"
+	"github.com/provstick/provstick/kiosk/provision"
+	"github.com/spf13/cobra"
+)
+
+func init() { register(newKioskCmd) }
+
+func newKioskCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "kiosk",
+		Short: "Run the offline provisioning server (hellos, DNS, PSK provisioning)",
+	}
+	cmd.AddCommand(newKioskServeCmd(e))
+	return cmd
+}
+
+type kioskServeFlags struct {
+	store   storeFlags
+	runFor  time.Duration
+	helloOn string
+	dnsOn   string
+}
+
+func newKioskServeCmd(e *env) *cobra.Command {
+	var f kioskServeFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Listen for hellos and provision the machines that send them",
+		Long: `kiosk serve is the Setup and Configuration Server of an isolated network
+(specs/amt-psk.md). It listens for AMT hellos (kiosk.hello_listen, TCP 9971),
+optionally answers DNS for provisionserver.<suffix> (kiosk.dns_listen,
+kiosk.dns_suffixes, kiosk.address), and provisions every machine whose hello
+names a PID of the pool: TLS-PSK back to the machine's 16993, spec §6 steps
+1-11 (time, key pair on the device, a certificate signed by the kiosk CA,
+TLS, a new per-machine admin and MEBx password, commit), then a TLS
+reconnection that must show the kiosk-signed certificate.
+
+Progress is kept in the store, so a restarted kiosk resumes where it
+stopped. The kiosk CA is created in the store on first run. Every hello and
+every step goes to the store's history; failures are classified with the
+technician's next step. Runs until interrupted (or --run-for).`,
+		Example: `  provstick kiosk serve
+  provstick kiosk serve --hello-listen 127.0.0.1:9971 --dns-listen 127.0.0.1:5353`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runKioskServe(cmd.Context(), e, f)
+		},
+	}
+	f.store.register(cmd)
+	fl := cmd.Flags()
+	fl.DurationVar(&f.runFor, "run-for", 0, "stop after this long (default: run until interrupted)")
+	fl.StringVar(&f.helloOn, "hello-listen", "", "hello listener `address` (overrides kiosk.hello_listen)")
+	fl.StringVar(&f.dnsOn, "dns-listen", "", "DNS `address` (overrides kiosk.dns_listen)")
+	return cmd
+}
+
+func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
+	kc := e.cfg.Kiosk
+	if f.helloOn != "" {
+		kc.HelloListen = f.helloOn
+	}
+	if f.dnsOn != "" {
+		kc.DNSListen = f.dnsOn
+	}
+	keyForm, err := tlspsk.ParseKeyForm(kc.KeyForm)
+	if err != nil {
+		return fmt.Errorf("configuration field kiosk.key_form: %w", err)
+	}
+	var enc wsman.PSKEncoding
+	switch kc.PSKEncoding {
+	case "text":
+		enc = wsman.PSKText
+	case "base64":
+		enc = wsman.PSKBase64
+	default:
+		return fmt.Errorf("configuration field kiosk.psk_encoding: invalid value %q (want text or base64)", kc.PSKEncoding)
+	}
+	if kc.AMTTLSPort < 1 || kc.AMTTLSPort > 65535 {
+		return fmt.Errorf("configuration field kiosk.amt_tls_port: invalid value %d", kc.AMTTLSPort)
+	}
+	if kc.Concurrency < 1 || kc.Concurrency > 4096 {
+		return fmt.Errorf("configuration field kiosk.concurrency: invalid value %d (want 1 to 4096)", kc.Concurrency)
+	}
+	port := strconv.Itoa(kc.AMTTLSPort)
+	var mu sync.Mutex // stdout lines from the workers
+	o := kiosk.Options{
+		Logger:              e.log,
+		HelloReadTimeout:    kc.HelloReadTimeout,
+		MaxHelloConnections: kc.MaxHelloConnections,
+		Provision: provision.Options{
+			Concurrency: kc.Concurrency, StepTimeout: kc.StepTimeout, VerifyDelay: kc.VerifyDelay,
+			KeyForm: keyForm, PSKEncoding: enc,
+			Resolve: func(_ context.Context, j provision.Job) (string, error) {
+				if !j.Peer.Addr().IsValid() {
+					return "", errors.New("no peer address")
+				}
+				return net.JoinHostPort(j.Peer.Addr().String(), port), nil
+			},
+			OnResult: func(r provision.Result) {
+				mu.Lock()
+				defer mu.Unlock()
+				switch r.Outcome {
+				case provision.OutcomeProvisioned:
+					fmt.Fprintf(e.stdout, "provisioned %s (PID %s) in %v\n", r.Job.UUID, r.Job.PID, r.Duration.Round(time.Millisecond))
+				case provision.OutcomeFailed:
+					fmt.Fprintf(e.stdout, "failed %s (PID %s): %v; next: %s\n", r.Job.UUID, r.Job.PID, r.Failure, r.Failure.Class.Advice())
+				case provision.OutcomeUnknownPID:
+					fmt.Fprintf(e.stdout, "hello from %s with PID %s: PID not in this pool\n", r.Job.UUID, r.Job.PID)
+				}
+			},
+		},
+	}
+	if kc.DNSListen != "" {
+		addr, err := netip.ParseAddr(kc.Address)
+		if err != nil {
+			return fmt.Errorf("configuration field kiosk.address: %q is not an IP address (needed to answer DNS)", kc.Address)
+		}
+		o.DNS = &netsvc.DNSOptions{Suffixes: kc.DNSSuffixes, SCSFQDN: kc.SCSFQDN, Answer: addr}
+		if _, err := netsvc.NewDNS(*o.DNS); err != nil {
+			return fmt.Errorf("configuration of kiosk DNS: %w", err)
+		}
+	}
+
+	s, err := openStore(ctx, e, &f.store, true)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	o.Store = s
+
+	lc := net.ListenConfig{}
+	o.HelloListener, err = lc.Listen(ctx, "tcp", kc.HelloListen)
+	if err != nil {
+		return fmt.Errorf("listening for hellos on %s: %w", kc.HelloListen, err)
+	}
+	if kc.DNSListen != "" {
+		if o.DNSConn, err = lc.ListenPacket(ctx, "udp", kc.DNSListen); err != nil {
+			o.HelloListener.Close()
+			return fmt.Errorf("listening for DNS on %s: %w", kc.DNSListen, err)
+		}
+		if o.DNSListener, err = lc.Listen(ctx, "tcp", o.DNSConn.LocalAddr().String()); err != nil {
+			o.HelloListener.Close()
+			o.DNSConn.Close()
+			return fmt.Errorf("listening for DNS over TCP on %s: %w", kc.DNSListen, err)
+		}
+	}
+	k, err := kiosk.New(ctx, o)
+	if err != nil {
+		return err
+	}
+	fp := k.CA().Fingerprint()
+	fmt.Fprintf(e.stdout, "kiosk: hellos on %s", o.HelloListener.Addr())
+	if o.DNSConn != nil {
+		fmt.Fprintf(e.stdout, ", DNS on %s", o.DNSConn.LocalAddr())
+	}
+	fmt.Fprintf(e.stdout, "; CA %s, SHA-256 %x\n", k.CA().Certificate().Subject.CommonName, fp[:])
+	if f.runFor > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.runFor)
+		defer cancel()
+	}
+	if err := k.Serve(ctx); err != nil {
+		return err
+	}
+	st := k.HelloStats()
+	fmt.Fprintf(e.stdout, "kiosk stopped: %d hellos (%d PSK, %d PKI, %d malformed)\n", st.Connections, st.PSK, st.PKI, st.Malformed)
+	return nil
+}
