@@ -75,8 +75,17 @@ func tryStick(name, mountDir string) (string, *Manifest, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", nil, err
 	}
-	if err := unix.Mount(dev, dir, "vfat", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "flush"); err != nil {
-		return "", nil, fmt.Errorf("mounting %s read-write: %w", dev, err)
+	// The kernel's default iocharset may be one whose nls module the
+	// initramfs lacks (Debian's is ascii); try the ones the recipe packs.
+	var mountErr error
+	for _, opts := range []string{"flush,iocharset=utf8", "flush,iocharset=iso8859-1", "flush"} {
+		mountErr = unix.Mount(dev, dir, "vfat", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, opts)
+		if mountErr == nil {
+			break
+		}
+	}
+	if mountErr != nil {
+		return "", nil, fmt.Errorf("mounting %s read-write: %w", dev, mountErr)
 	}
 	man, err := ReadManifest(dir)
 	if err != nil {
