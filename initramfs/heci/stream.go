@@ -26,7 +26,9 @@ import (
 // that passes the reply on. A context ending stops a blocked read through a
 // read deadline in the past. Frames that arrive while nobody reads (a reset
 // while idle) are picked up by a non-blocking read at the start of the next
-// Send. Other streams (net.Pipe, io.Pipe) get a reader goroutine that holds
+// Send; when nothing is waiting, that same descriptor call writes the
+// request and waits for the reply (sendFast), so a round trip costs the
+// reads and the write of a plain echo. Other streams (net.Pipe, io.Pipe) get a reader goroutine that holds
 // the token for good.
 type Stream struct {
 	rw   io.ReadWriteCloser
@@ -43,8 +45,9 @@ type Stream struct {
 	// setDeadline is rw's SetReadDeadline (leader/follower mode).
 	setDeadline func(time.Time) error
 	expire      func() // sets a read deadline in the past
-	// poll reads without blocking: (0, nil) when nothing is waiting.
-	poll func([]byte) (int, error)
+	// raw reads the descriptor directly (leader/follower mode).
+	raw  rawReader
+	xbuf []byte // request frame of the fast path; the token holder's
 
 	// The read buffer; only the token holder (or the reader goroutine)
 	// touches it. Complete frames may wait in it after a reader stopped.
@@ -76,8 +79,8 @@ func NewStream(rw io.ReadWriteCloser, opts *Options) *Stream {
 	s := &Stream{rw: rw, opts: opts, log: opts.logger(), chans: map[uint8]chan Frame{}, done: make(chan struct{}),
 		rbuf: make([]byte, streamBufSize)}
 	if d, ok := rw.(interface{ SetReadDeadline(time.Time) error }); ok && d.SetReadDeadline(time.Time{}) == nil {
-		if poll := nonblockingRead(rw); poll != nil {
-			s.setDeadline, s.poll = d.SetReadDeadline, poll
+		if raw := nonblockingRead(rw); raw != nil {
+			s.setDeadline, s.raw = d.SetReadDeadline, raw
 			s.expire = func() { _ = s.setDeadline(aLongTimeAgo) }
 			s.tok = make(chan struct{}, 1)
 			s.tok <- struct{}{}
@@ -149,9 +152,39 @@ func (s *Stream) readFrame(block bool) (f Frame, ok bool, err error) {
 	}
 }
 
+// rawReader reads a stream's descriptor directly.
+type rawReader interface {
+	// Read reads what is waiting, without waiting: (0, nil) for nothing.
+	Read(p []byte) (int, error)
+	// Exchange reads what is waiting into p; when nothing is, it writes w
+	// with one non-blocking write (if mu is free at once) and, once all of
+	// w is out, waits until it can read. wrote is how much of w went out;
+	// held says mu is still locked after a partial write, for the caller
+	// to finish. n, wrote and err all 0: the caller must write w itself.
+	Exchange(p, w []byte, mu *sync.Mutex) (n, wrote int, held bool, err error)
+}
+
 // fill reads more of the stream into the buffer, making room for the
 // whole pending frame (its length has passed cutFrame's checks).
 func (s *Stream) fill(block bool) (int, error) {
+	s.makeRoom()
+	var n int
+	var err error
+	if block {
+		n, err = s.rw.Read(s.rbuf[s.rend:])
+	} else {
+		n, err = s.raw.Read(s.rbuf[s.rend:])
+	}
+	if n > 0 {
+		// An error with data comes back on the next read.
+		s.rend += n
+		return n, nil
+	}
+	return 0, err
+}
+
+// makeRoom makes room in the read buffer for the whole pending frame.
+func (s *Stream) makeRoom() {
 	pending := s.rend - s.rpos
 	need := 6
 	if pending >= 4 {
@@ -166,19 +199,6 @@ func (s *Stream) fill(block bool) (int, error) {
 		copy(b, s.rbuf[s.rpos:s.rend])
 		s.rbuf, s.rpos, s.rend = b, 0, pending
 	}
-	var n int
-	var err error
-	if block {
-		n, err = s.rw.Read(s.rbuf[s.rend:])
-	} else {
-		n, err = s.poll(s.rbuf[s.rend:])
-	}
-	if n > 0 {
-		// An error with data comes back on the next read.
-		s.rend += n
-		return n, nil
-	}
-	return 0, err
 }
 
 // deliver hands a frame to its channel's inbox.
@@ -481,33 +501,18 @@ func (c *streamConn) Send(ctx context.Context, req []byte) ([]byte, error) {
 	if c.closed {
 		return nil, ErrClosed
 	}
-	// A reset that arrived while idle is reported before anything is sent.
-	if c.connected {
-		c.s.drainIdle()
-		select {
-		case f := <-c.inbox:
-			if f.Type == FrameReset || f.Type == FrameDisconnect {
-				c.drop(false)
-				return nil, &ResetError{Client: c.client, Op: "idle"}
-			}
-			c.s.log.Debug("heci: stale frame dropped", "type", f.Type, "channel", c.ch)
-		default:
+	var f Frame
+	var err error
+	sent := false
+	if c.connected && len(req) <= c.max {
+		f, sent, err = c.sendFast(ctx, req)
+	}
+	if !sent {
+		if f, sent, err = c.sendSlow(ctx, req); !sent {
+			return nil, err
 		}
-	}
-	if !c.connected {
-		if err := c.connect(ctx, true); err != nil {
-			return nil, fmt.Errorf("reconnecting: %w", err)
-		}
-	}
-	if len(req) > c.max {
-		return nil, fmt.Errorf("sending %d bytes to the %s client (max %d): %w", len(req), c.client.Name(), c.max, ErrTooLong)
-	}
-	if err := c.s.write(Frame{Type: FrameMessage, Channel: c.ch, Payload: req}); err != nil {
-		c.drop(false)
-		return nil, err
 	}
 	for {
-		f, err := c.recv(ctx)
 		if err == errCanceled {
 			c.drop(true)
 			return nil, fmt.Errorf("waiting for the %s client's reply: %w", c.client.Name(), context.Cause(ctx))
@@ -528,6 +533,129 @@ func (c *streamConn) Send(ctx context.Context, req []byte) ([]byte, error) {
 			return nil, &ResetError{Client: c.client, Op: "receive"}
 		default:
 			c.s.log.Debug("heci: unexpected frame dropped", "type", f.Type, "channel", c.ch)
+		}
+		f, err = c.recv(ctx)
+	}
+}
+
+// sendSlow sends req and waits for the first frame back. When sent is
+// false, err is what Send returns (nothing went out).
+func (c *streamConn) sendSlow(ctx context.Context, req []byte) (f Frame, sent bool, err error) {
+	// A reset that arrived while idle is reported before anything is sent.
+	if c.connected {
+		c.s.drainIdle()
+		select {
+		case f := <-c.inbox:
+			if f.Type == FrameReset || f.Type == FrameDisconnect {
+				c.drop(false)
+				return Frame{}, false, &ResetError{Client: c.client, Op: "idle"}
+			}
+			c.s.log.Debug("heci: stale frame dropped", "type", f.Type, "channel", c.ch)
+		default:
+		}
+	}
+	if !c.connected {
+		if err := c.connect(ctx, true); err != nil {
+			return Frame{}, false, fmt.Errorf("reconnecting: %w", err)
+		}
+	}
+	if len(req) > c.max {
+		return Frame{}, false, fmt.Errorf("sending %d bytes to the %s client (max %d): %w", len(req), c.client.Name(), c.max, ErrTooLong)
+	}
+	if err := c.s.write(Frame{Type: FrameMessage, Channel: c.ch, Payload: req}); err != nil {
+		c.drop(false)
+		return Frame{}, false, err
+	}
+	f, err = c.recv(ctx)
+	return f, true, err
+}
+
+// sendFast is Send on a connected leader/follower stream when nobody else
+// is reading: it takes the read token and, in one go on the descriptor,
+// reads what arrived while idle, writes the request and waits for the
+// reply, saving the read that finds nothing after the write. When sent is
+// false nothing went out and Send goes the slow way, which also reports
+// an idle reset the fast path found (it is left in the inbox).
+func (c *streamConn) sendFast(ctx context.Context, req []byte) (f Frame, sent bool, err error) {
+	s := c.s
+	if s.raw == nil {
+		return Frame{}, false, nil
+	}
+	select {
+	case <-s.tok:
+	default:
+		return Frame{}, false, nil
+	}
+	release := func() { s.tok <- struct{}{} }
+	select {
+	case <-s.done:
+		release()
+		return Frame{}, false, nil
+	default:
+	}
+	if len(c.inbox) > 0 {
+		release()
+		return Frame{}, false, nil
+	}
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, s.expire)
+		defer stop()
+	}
+	s.xbuf = AppendFrame(s.xbuf[:0], Frame{Type: FrameMessage, Channel: c.ch, Payload: req})
+	for {
+		// Frames already read: for other channels, or one for us from
+		// before the request (a reset while idle).
+		for {
+			fr, n, err := cutFrame(s.rbuf[s.rpos:s.rend])
+			if err != nil {
+				s.fail(err)
+				release()
+				return Frame{}, false, nil
+			}
+			if n == 0 {
+				break
+			}
+			s.rpos += n
+			s.deliver(fr)
+		}
+		if len(c.inbox) > 0 {
+			release()
+			return Frame{}, false, nil
+		}
+		s.makeRoom()
+		n, wrote, held, err := s.raw.Exchange(s.rbuf[s.rend:], s.xbuf, &s.wmu)
+		s.rend += n
+		switch {
+		case wrote == len(s.xbuf):
+			// The request is out and maybe the reply in: read on as usual.
+			f, err := s.readFor(ctx, c.ch, c.inbox)
+			release()
+			return f, true, err
+		case held:
+			release()
+			_, werr := s.rw.Write(s.xbuf[wrote:])
+			s.wmu.Unlock()
+			if werr != nil {
+				return Frame{}, true, fmt.Errorf("%w: writing a %v frame: %w", ErrClosed, FrameMessage, werr)
+			}
+			f, err := c.recv(ctx)
+			return f, true, err
+		case n == 0 && err == nil:
+			release()
+			return Frame{}, false, nil
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+				// Left by a reader whose context ended.
+				if err := s.setDeadline(time.Time{}); err == nil {
+					continue
+				}
+			}
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				s.fail(err)
+			}
+			release()
+			return Frame{}, false, nil
 		}
 	}
 }

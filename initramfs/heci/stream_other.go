@@ -5,4 +5,4 @@ package heci
 import "io"
 
 // nonblockingRead is Linux-only; elsewhere streams use a reader goroutine.
-func nonblockingRead(io.Reader) func([]byte) (int, error) { return nil }
+func nonblockingRead(io.Reader) rawReader { return nil }
