@@ -217,6 +217,9 @@ func (k *Kiosk) Serve(ctx context.Context) error {
 		})
 	}
 	svc("provisioner", k.prov.Run)
+	if n, err := k.prov.Resume(ctx); err != nil {
+		k.log.Error("resuming interrupted provisioning", "err", err, "resumed", n)
+	}
 	svc("hello listener", func(ctx context.Context) error { return k.listener.Serve(ctx, k.o.HelloListener) })
 	if k.dns != nil {
 		svc("dns", func(ctx context.Context) error { return k.dns.Serve(ctx, k.o.DNSConn, k.o.DNSListener) })

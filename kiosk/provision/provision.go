@@ -275,6 +275,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 // progress is the public part of a machine's saved progress (JSON).
 type progress struct {
 	UUID       string                   `json:"uuid"`
+	Peer       string                   `json:"peer,omitempty"` // the hello's source, to resume after a restart
 	Realm      string                   `json:"realm,omitempty"`
 	AMTVersion string                   `json:"amt_version,omitempty"`
 	Key        *wsman.EndpointReference `json:"key,omitempty"`
@@ -313,6 +314,11 @@ func (p *Provisioner) Provision(ctx context.Context, j Job) Result {
 	case errors.Is(err, ErrUnknownPID):
 		res.Outcome = OutcomeUnknownPID
 		r.log.Warn("hello: PID not in this pool", "peer", j.Peer.String(), "retry", j.Retry)
+	case err != nil && ctx.Err() != nil:
+		// The kiosk is stopping: not the machine's failure. The entry stays
+		// hello-seen with its progress, and Resume picks it up next time.
+		res.Outcome, res.Failure = OutcomeFailed, &Failure{Class: ClassKiosk, Step: r.step + 1, Err: fmt.Errorf("interrupted: %w", ctx.Err())}
+		r.log.Warn("provisioning interrupted", "after_step", r.step)
 	case err != nil:
 		f := Classify(r.step+1, err)
 		res.Outcome, res.Failure = OutcomeFailed, f
@@ -443,6 +449,13 @@ func (r *run) do(ctx context.Context, res *Result) error {
 		if errors.Is(err, errCommitted) {
 			break
 		}
+		if err != nil && st.n == StepCommit && r.pr.Committing && Classify(st.n, err).Class == ClassUnreachable {
+			// The commit was sent and the answer lost: the machine may have
+			// committed and dropped TLS-PSK, and it sends no more hellos
+			// then, so find out now rather than wait for one.
+			r.log.Warn("commit answer lost, verifying over TLS", "err", err)
+			break
+		}
 		if err != nil {
 			return Classify(st.n, err)
 		}
@@ -478,6 +491,8 @@ func (r *run) load(ctx context.Context) error {
 			return &Failure{Class: ClassKiosk, Err: fmt.Errorf("generating the admin password: %w", err)}
 		}
 		r.password, r.pr = pw, progress{UUID: r.j.UUID}
+	case err == nil && len(p.Secret) == 0:
+		return &Failure{Class: ClassKiosk, Err: fmt.Errorf("saved progress of %s has no password", r.pid)}
 	case err != nil:
 		return &Failure{Class: ClassKiosk, Err: err}
 	default:
@@ -488,6 +503,9 @@ func (r *run) load(ctx context.Context) error {
 		if !strings.EqualFold(r.pr.UUID, r.j.UUID) {
 			return &Failure{Class: ClassCopiedStick, Err: fmt.Errorf("saved progress is for machine %s, hello from %s", r.pr.UUID, r.j.UUID)}
 		}
+	}
+	if r.j.Peer.IsValid() {
+		r.pr.Peer = r.j.Peer.String()
 	}
 	r.attempts++
 	note := fmt.Sprintf("provisioning run %d started", r.attempts)
@@ -800,6 +818,37 @@ func (r *run) finish(ctx context.Context) error {
 		return &Failure{Class: ClassKiosk, Err: err}
 	}
 	return nil
+}
+
+// Resume submits a job for every entry whose provisioning was under way
+// (hello-seen with saved progress) when the kiosk stopped: a machine that
+// committed sends no more hellos, so the kiosk must come back to it by
+// itself. It returns how many it submitted.
+func (p *Provisioner) Resume(ctx context.Context) (int, error) {
+	pids, err := p.o.Store.InProgress(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, pid := range pids {
+		sp, err := p.o.Store.LoadProgress(ctx, pid)
+		if err != nil {
+			return n, err
+		}
+		var pr progress
+		if err := json.Unmarshal(sp.Public, &pr); err != nil {
+			p.log.Error("unreadable saved progress, not resumed", "pid", pid.String(), "err", err)
+			continue
+		}
+		peer, _ := netip.ParseAddrPort(pr.Peer)
+		if p.Submit(Job{PID: pid.String(), UUID: pr.UUID, Peer: peer}) == "queued" {
+			n++
+		}
+	}
+	if n > 0 {
+		p.log.Info("resuming interrupted provisioning", "machines", n)
+	}
+	return n, nil
 }
 
 // AdminPassword returns the admin password the kiosk generated for the

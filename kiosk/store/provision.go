@@ -163,6 +163,32 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
+// InProgress lists the entries in state hello-seen with saved progress:
+// machines whose provisioning was under way when the kiosk stopped.
+func (s *Store) InProgress(ctx context.Context) ([]setupbin.PID, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT p.pid FROM provisioning p JOIN entries e ON e.pid = p.pid WHERE e.state = ? ORDER BY p.updated_at`), string(StateHelloSeen))
+	if err != nil {
+		return nil, fmt.Errorf("listing provisioning in progress: %w", err)
+	}
+	defer rows.Close()
+	var pids []setupbin.PID
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, fmt.Errorf("listing provisioning in progress: %w", err)
+		}
+		pid, err := setupbin.ParsePID(p)
+		if err != nil {
+			return nil, fmt.Errorf("listing provisioning in progress: PID %q: %w", p, err)
+		}
+		pids = append(pids, pid)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing provisioning in progress: %w", err)
+	}
+	return pids, nil
+}
+
 // HelloRecord is one hello as the kiosk's listener saw it.
 type HelloRecord struct {
 	At      time.Time
