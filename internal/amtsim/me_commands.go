@@ -1,7 +1,9 @@
 package amtsim
 
 import (
+	"context"
 	"encoding/binary"
+	"log/slog"
 	"slices"
 
 	"github.com/provstick/provstick/initramfs/heci/amthi"
@@ -22,7 +24,9 @@ func (s *MEServer) amthi(req []byte) []byte {
 		return amthi.MarshalResponse(h.Command, amthi.StatusInvalidMessageLength, nil)
 	}
 	st, resp := s.answer(h.Command, body)
-	s.log.Debug("amtsim: AMTHI", "command", h.Command, "status", st.Name())
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("amtsim: AMTHI", "command", h.Command, "status", st.Name())
+	}
 	return amthi.MarshalResponse(h.Command, st, resp)
 }
 
