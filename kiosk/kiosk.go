@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/provstick/provstick/kiosk/ca"
@@ -70,6 +71,8 @@ type Kiosk struct {
 	prov     *provision.Provisioner
 	dns      *netsvc.DNS
 	hellos   chan store.HelloRecord
+
+	written, dropped atomic.Uint64 // hello log rows
 }
 
 // New opens (or creates) the kiosk CA and builds the services.
@@ -153,16 +156,27 @@ func (k *Kiosk) onHello(_ context.Context, r khello.Received) {
 	k.record(rec)
 }
 
-// record queues a row for the hello log; when the log falls behind by
-// 65,536 rows the row is dropped with a warning rather than blocking the
-// listener.
+// record queues a row for the hello log. When the log falls behind by
+// 65,536 rows the caller (a listener connection) waits up to a second,
+// which slows accepting down; after that the row is dropped and counted.
 func (k *Kiosk) record(rec store.HelloRecord) {
 	select {
 	case k.hellos <- rec:
+		return
 	default:
+	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case k.hellos <- rec:
+	case <-t.C:
+		k.dropped.Add(1)
 		k.log.Warn("hello log behind, row dropped", "peer", rec.Peer, "pid", rec.PID)
 	}
 }
+
+// HelloLogStats counts the hello log's rows written and dropped.
+func (k *Kiosk) HelloLogStats() (written, dropped uint64) { return k.written.Load(), k.dropped.Load() }
 
 // writeHellos batches the hello log until ctx ends, then flushes.
 func (k *Kiosk) writeHellos(ctx context.Context) {
@@ -174,7 +188,10 @@ func (k *Kiosk) writeHellos(ctx context.Context) {
 			return
 		}
 		if err := k.o.Store.RecordHellos(context.WithoutCancel(ctx), batch); err != nil {
+			k.dropped.Add(uint64(len(batch)))
 			k.log.Error("writing the hello log", "rows", len(batch), "err", err)
+		} else {
+			k.written.Add(uint64(len(batch)))
 		}
 		batch = batch[:0]
 	}

@@ -65,24 +65,39 @@ type bench struct {
 	fleet   *amtsim.Fleet
 	k       *Kiosk
 	results chan provision.Result
-	cancel  context.CancelFunc
-	done    chan error
+	// resolveHook, if set, runs at the start of every Resolve.
+	resolveHook func(context.Context)
+	// ready is when the fleet's addresses became known; waited holds how
+	// long each PID's first Resolve waited for that (benchmarks subtract it).
+	ready  time.Time
+	wmu    sync.Mutex
+	waited map[string]time.Duration
+	cancel context.CancelFunc
+	done   chan error
 }
 
 type benchOptions struct {
-	n        int
-	prepare  func(i int, s *amtsim.NetServer)
-	consume  bool // mark entries consumed first, as a ledger import would
-	timescal float64
-	logLevel slog.Level
+	n           int
+	prepare     func(i int, s *amtsim.NetServer)
+	consume     bool // mark entries consumed first, as a ledger import would
+	timescal    float64
+	logLevel    slog.Level
+	dsn         string // "" → a SQLite file in a temporary directory
+	concurrency int
+	keys        int  // distinct device keys (default 4)
+	noFleet     bool // no simulated machines (hello benchmarks)
 }
 
 func newBench(t testing.TB, o benchOptions) *bench {
 	t.Helper()
 	ctx := context.Background()
-	b := &bench{t: t, results: make(chan provision.Result, 4*o.n+100)}
+	b := &bench{t: t, results: make(chan provision.Result, 4*o.n+100), waited: map[string]time.Duration{}}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: o.logLevel}))
-	s, err := store.Open(ctx, filepath.Join(t.TempDir(), "pool.db"), &store.Options{Key: store.Passphrase([]byte("pw")), KDF: testKDF,
+	dsn := o.dsn
+	if dsn == "" {
+		dsn = filepath.Join(t.TempDir(), "pool.db")
+	}
+	s, err := store.Open(ctx, dsn, &store.Options{Key: store.Passphrase([]byte("pw")), KDF: testKDF,
 		Station: "kiosk-test", Actor: "test", Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -118,12 +133,21 @@ func newBench(t testing.TB, o benchOptions) *bench {
 	var amu sync.Mutex
 	ready := make(chan struct{}) // closed once the fleet's addresses are known
 	k, err := New(ctx, Options{Store: s, Logger: log, HelloListener: ln, HelloFlush: 20 * time.Millisecond,
-		Provision: provision.Options{Concurrency: 16, StepTimeout: 20 * time.Second, VerifyDelay: 20 * time.Millisecond, VerifyTimeout: 20 * time.Second,
+		Provision: provision.Options{Concurrency: max(16, o.concurrency), StepTimeout: 20 * time.Second, VerifyDelay: 20 * time.Millisecond, VerifyTimeout: 20 * time.Second,
 			Resolve: func(ctx context.Context, j provision.Job) (string, error) {
+				if b.resolveHook != nil {
+					b.resolveHook(ctx)
+				}
+				t0 := time.Now()
 				select {
 				case <-ready:
 				case <-ctx.Done():
 					return "", ctx.Err()
+				}
+				if w := time.Since(t0); w > time.Millisecond {
+					b.wmu.Lock()
+					b.waited[j.PID] += w
+					b.wmu.Unlock()
 				}
 				amu.Lock()
 				defer amu.Unlock()
@@ -144,7 +168,11 @@ func newBench(t testing.TB, o benchOptions) *bench {
 	go func() { b.done <- k.Serve(rctx) }()
 	t.Cleanup(b.stop)
 
-	ks := newKeys(t, 4)
+	if o.noFleet {
+		close(ready)
+		return b
+	}
+	ks := newKeys(t, max(o.keys, 4))
 	ts := o.timescal
 	if ts == 0 {
 		ts = 600
@@ -167,6 +195,7 @@ func newBench(t testing.TB, o benchOptions) *bench {
 		addrs[b.uuids[i]] = m.TLSAddr
 	}
 	amu.Unlock()
+	b.ready = time.Now()
 	close(ready)
 	return b
 }

@@ -1,0 +1,211 @@
+package kiosk
+
+import (
+	"context"
+	"flag"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	wire "github.com/provstick/provstick/internal/hello"
+	khello "github.com/provstick/provstick/kiosk/hello"
+	"github.com/provstick/provstick/kiosk/provision"
+	"github.com/provstick/provstick/kiosk/store/storetest"
+)
+
+var benchDevices = flag.Int("kiosk.devices", 200, "simulated machines per BenchmarkProvision* iteration")
+
+// benchProvision provisions -kiosk.devices simulated machines per
+// iteration (run with -benchtime=1x) and reports devices/s from the moment
+// every machine is listening to the last entry provisioned, and p50/p99 of
+// the kiosk's per-machine run time (hello to verified, less any wait for
+// the fleet to finish starting).
+func benchProvision(b *testing.B, dsn func(testing.TB) string) {
+	n := *benchDevices
+	var durs []time.Duration
+	var total time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		o := benchOptions{n: n, consume: true, logLevel: 12, concurrency: 32, keys: 16}
+		if dsn != nil {
+			o.dsn = dsn(b)
+		}
+		b.StartTimer()
+		bn := newBench(b, o)
+		start := bn.ready // the fleet's start-up is not the kiosk's time
+		got := 0
+		deadline := time.After(10 * time.Minute)
+		for got < n {
+			select {
+			case r := <-bn.results:
+				switch r.Outcome {
+				case provision.OutcomeProvisioned:
+					got++
+					bn.wmu.Lock()
+					durs = append(durs, r.Duration-bn.waited[r.Job.PID])
+					bn.wmu.Unlock()
+				case provision.OutcomeFailed:
+					b.Logf("failure (retried on the next hello): %v", r.Failure)
+				}
+			case <-deadline:
+				b.Fatalf("%d of %d provisioned", got, n)
+			}
+		}
+		b.StopTimer()
+		total += time.Since(start)
+		bn.stop()
+		bn.fleet.Close()
+		b.StartTimer()
+	}
+	slices.Sort(durs)
+	b.ReportMetric(float64(len(durs))/total.Seconds(), "devices/s")
+	b.ReportMetric(float64(durs[len(durs)/2].Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(durs[len(durs)*99/100].Milliseconds()), "p99-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+func BenchmarkProvisionSQLite(b *testing.B) { benchProvision(b, nil) }
+
+func BenchmarkProvisionPostgres(b *testing.B) { benchProvision(b, storetest.PostgresDSN) }
+
+// helloSenders sends b.N hellos from 8 goroutines, one TCP connection each,
+// as AMT does.
+func helloSenders(b *testing.B, addr string, msg []byte) {
+	var wg sync.WaitGroup
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	for range 8 {
+		wg.Go(func() {
+			for left.Add(-1) >= 0 {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				c.Write(msg)
+				c.Close()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// BenchmarkHellos: hellos parsed by the listener, folded (their machine
+// is being handled) and recorded in the store's hello log (SQLite). The
+// timer stops when the last row is written.
+func BenchmarkHellos(b *testing.B) {
+	bn := newBench(b, benchOptions{n: 1, consume: true, logLevel: 12, noFleet: true})
+	// Hold the one PID in flight so that every hello folds.
+	block := make(chan struct{})
+	defer close(block)
+	bn.resolveHook = func(ctx context.Context) {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+	}
+	if got := bn.k.Provisioner().Submit(provision.Job{PID: bn.entries[0].PID.String(), UUID: bn.uuids[0]}); got != "queued" {
+		b.Fatal(got)
+	}
+	msg, err := (&wire.Hello{Version: wire.VersionPSK, UUID: wire.UUID{1}, PID: bn.entries[0].PID.String()}).MarshalBinary()
+	if err != nil {
+		b.Fatal(err)
+	}
+	before, _ := bn.k.HelloLogStats()
+	b.ResetTimer()
+	helloSenders(b, bn.k.o.HelloListener.Addr().String(), msg)
+	waitLog(b, bn, before)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hellos/s")
+	if s := bn.k.HelloStats(); s.Malformed != 0 {
+		b.Errorf("malformed: %+v", s)
+	}
+}
+
+// BenchmarkHellosPeer is the floor: the same clients against a plain
+// accept-read-close loop that neither parses nor records.
+func BenchmarkHellosPeer(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	var got atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(io.Discard, c)
+				c.Close()
+				got.Add(1)
+			}()
+		}
+	}()
+	msg := make([]byte, wire.SizePSK)
+	b.ResetTimer()
+	helloSenders(b, ln.Addr().String(), msg)
+	for got.Load() < int64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hellos/s")
+}
+
+// BenchmarkHelloPipeline is the kiosk's own cost per hello without TCP:
+// parse, fold and record in the store's hello log (SQLite), as the
+// listener's handler does, from 8 goroutines.
+func BenchmarkHelloPipeline(b *testing.B) {
+	bn := newBench(b, benchOptions{n: 1, consume: true, logLevel: 12, noFleet: true})
+	block := make(chan struct{})
+	defer close(block)
+	bn.resolveHook = func(ctx context.Context) {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+	}
+	bn.k.Provisioner().Submit(provision.Job{PID: bn.entries[0].PID.String(), UUID: bn.uuids[0]})
+	msg, _ := (&wire.Hello{Version: wire.VersionPSK, UUID: wire.UUID{1}, PID: bn.entries[0].PID.String()}).MarshalBinary()
+	ctx := context.Background()
+	before, _ := bn.k.HelloLogStats()
+	peer := netip.MustParseAddrPort("127.0.0.1:16993")
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	for range 8 {
+		wg.Go(func() {
+			for left.Add(-1) >= 0 {
+				h, err := wire.Parse(msg)
+				bn.k.onHello(ctx, khello.Received{At: time.Now(), Peer: peer, Hello: h, Err: err})
+			}
+		})
+	}
+	wg.Wait()
+	waitLog(b, bn, before)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hellos/s")
+}
+
+// waitLog waits until b.N more hello log rows are written or dropped, and
+// fails on drops.
+func waitLog(b *testing.B, bn *bench, before uint64) {
+	for {
+		w, d := bn.k.HelloLogStats()
+		if d > 0 {
+			b.Fatalf("%d hello log rows dropped", d)
+		}
+		if w-before >= uint64(b.N) {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
