@@ -110,6 +110,8 @@ func New(ctx context.Context, o Options) (*Kiosk, error) {
 			user(r)
 		}
 	}
+	// One connection per worker, the hello log and the listener's lookups.
+	o.Store.KeepConnections(max(po.Concurrency, 16) + 4)
 	if k.prov, err = provision.New(po); err != nil {
 		return nil, err
 	}

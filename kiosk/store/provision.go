@@ -322,3 +322,13 @@ func (k *keys) open(blob, ad []byte) ([]byte, error) {
 	}
 	return pt, nil
 }
+
+// KeepConnections keeps up to n idle database connections open (the
+// database/sql default is 2): a kiosk with n provisioning workers on
+// PostgreSQL otherwise opens and closes a server connection for most
+// transactions. No effect on the number of connections allowed.
+func (s *Store) KeepConnections(n int) {
+	if n > 2 {
+		s.db.SetMaxIdleConns(n)
+	}
+}
