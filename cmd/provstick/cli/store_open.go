@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
+	"github.com/provstick/provstick/internal/atomicfile"
 	"github.com/provstick/provstick/kiosk/store"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -154,38 +154,16 @@ func firstNonEmpty(ss ...string) string {
 	return ""
 }
 
-// writeFileAtomic writes name through a temporary file in the same
-// directory, fsynced and renamed into place, with mode 0600.
-func writeFileAtomic(name string, write func(w io.Writer) error) (err error) {
-	dir := filepath.Dir(name)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp-*")
+// writeFileAtomic writes name with mode 0600 through internal/atomicfile:
+// a temporary file, fsynced, renamed into place, the directory fsynced.
+func writeFileAtomic(name string, write func(w io.Writer) error) error {
+	f, err := atomicfile.Create(name, 0o600, false)
 	if err != nil {
-		return fmt.Errorf("creating %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("creating %s: %w", name, err)
-	}
-	if err := write(tmp); err != nil {
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
+	defer f.Abort()
+	if err := write(f); err != nil {
+		return err
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), name); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return f.Commit()
 }
