@@ -26,6 +26,7 @@ func newKioskCmd(e *env) *cobra.Command {
 		Short: "Run the offline provisioning server (hellos, DNS, PSK provisioning)",
 	}
 	cmd.AddCommand(newKioskServeCmd(e))
+	addSubcommands(e, cmd)
 	return cmd
 }
 

@@ -36,6 +36,7 @@ per byte): treat the file and the stick like a key ring.`,
 	}
 	c.AddCommand(newSetupbinCreateCmd(e), newSetupbinViewCmd(e), newSetupbinSummaryCmd(e),
 		newSetupbinVerifyCmd(e), newSetupbinConsumeCmd(e), newSetupbinUnconsumeCmd(e), newSetupbinRepairCmd(e))
+	addSubcommands(e, c)
 	return c
 }
 
