@@ -40,3 +40,11 @@ bench:
 
 clean:
 	rm -rf bin
+
+# --- documentation and packaging (docs/, packaging/) ---
+.PHONY: docs release deb
+
+# The CLI and configuration reference under docs/reference, generated from
+# the command tree and the Config struct; a test fails when it is stale.
+docs:
+	$(GO) run ./cmd/provstick gen-docs --dir docs/reference
