@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,7 +25,7 @@ func benchSetup(b *testing.B, bios, noHash bool) (*Builder, Stick, []imageFile) 
 	if err != nil {
 		b.Fatal(err)
 	}
-	bf, err := bl.bootFiles()
+	bf, err := bl.bootFiles(context.Background())
 	if err != nil {
 		b.Fatal(err)
 	}

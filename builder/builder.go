@@ -21,6 +21,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/pe"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -29,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -46,10 +48,25 @@ import (
 
 // Default locations of Debian's boot loader files.
 const (
-	DefaultSystemdBoot = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi" // systemd-boot-efi
-	DefaultSyslinuxMBR = "/usr/lib/syslinux/mbr/mbr.bin"                 // syslinux-common
-	DefaultSyslinux    = "syslinux"                                      // syslinux (mtools installer)
+	DefaultSystemdBoot = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"      // systemd-boot-efi
+	DefaultSyslinuxMBR = "/usr/lib/syslinux/mbr/mbr.bin"                      // syslinux-common
+	DefaultSyslinux    = "syslinux"                                           // syslinux (mtools installer)
+	DefaultShim        = "/usr/lib/shim/shimx64.efi.signed"                   // shim-signed
+	DefaultGrub        = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed" // grub-efi-amd64-signed
 )
+
+// Debian packages the signed boot chain comes from when the files are
+// not installed (fetched through Options.Packages).
+const (
+	ShimPackage = "shim-signed"
+	GrubPackage = "grub-efi-amd64-signed"
+)
+
+// GrubConfigPath is where Debian's signed, monolithic grubx64.efi reads
+// its configuration: its built-in prefix is /EFI/debian on the device it
+// was loaded from (its embedded memdisk grub.cfg then sources
+// $prefix/grub.cfg).
+const GrubConfigPath = "EFI/debian/grub.cfg"
 
 // DefaultTime is the time stamped on every file when Options.Time is zero.
 var DefaultTime = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -69,8 +86,12 @@ const (
 // because they depend on the machine doing the build.
 type Options struct {
 	// KernelDir is an unpacked linux-image package (see FindKernel).
-	// Needed only for bootable recipes.
+	// Empty: the recipe's kernel.package is fetched through Packages.
 	KernelDir string
+	// Packages fetches and caches Debian packages (the kernel when
+	// KernelDir is empty, the signed boot chain when Shim or Grub are
+	// not installed); nil means a PackageCache in DefaultCacheDir.
+	Packages *PackageCache
 	// Agent is the static agent binary (CGO_ENABLED=0 go build
 	// ./initramfs/agent/cmd/provstick-agent). Needed only for bootable
 	// recipes.
@@ -79,6 +100,12 @@ type Options struct {
 	SystemdBoot string
 	SyslinuxMBR string
 	Syslinux    string
+	// Shim and Grub are Debian's signed shimx64.efi and grubx64.efi for
+	// the "shim-grub" UEFI loader; empty means DefaultShim and
+	// DefaultGrub if installed, else the files from the packages
+	// ShimPackage and GrubPackage fetched through Packages.
+	Shim string
+	Grub string
 	// Time is stamped on every file; zero means DefaultTime.
 	Time time.Time
 	// NoHash leaves Result.SHA256 empty: hashing the whole image is about
@@ -115,6 +142,8 @@ type bootFiles struct {
 	initrd    []byte
 	initramfs *InitramfsInfo
 	sdboot    []byte
+	shim      []byte
+	grub      []byte
 	mbr       []byte
 }
 
@@ -142,6 +171,9 @@ func New(r *Recipe, opts *Options) (*Builder, error) {
 	if b.opts.Time.IsZero() {
 		b.opts.Time = DefaultTime
 	}
+	if b.opts.Packages == nil {
+		b.opts.Packages = &PackageCache{Logger: b.opts.Logger}
+	}
 	b.log = b.opts.Logger
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
@@ -152,30 +184,45 @@ func New(r *Recipe, opts *Options) (*Builder, error) {
 // Initramfs returns what went into the initramfs (nil for a recipe that
 // does not boot), preparing the boot files if needed.
 func (b *Builder) Initramfs() (*InitramfsInfo, error) {
-	bf, err := b.bootFiles()
+	return b.Prepare(context.Background())
+}
+
+// Prepare fetches (if needed) and reads the kernel, the agent and the boot
+// loaders and builds the initramfs, once; it returns what went into the
+// initramfs (nil for a recipe that does not boot).
+func (b *Builder) Prepare(ctx context.Context) (*InitramfsInfo, error) {
+	bf, err := b.bootFiles(ctx)
 	if err != nil || bf == nil {
 		return nil, err
 	}
 	return bf.initramfs, nil
 }
 
-func (b *Builder) bootFiles() (*bootFiles, error) {
+func (b *Builder) bootFiles(ctx context.Context) (*bootFiles, error) {
 	if !b.recipe.Bootable() {
 		return nil, nil
 	}
-	b.once.Do(func() { b.boot, b.bootErr = b.prepareBoot() })
+	b.once.Do(func() { b.boot, b.bootErr = b.prepareBoot(ctx) })
 	return b.boot, b.bootErr
 }
 
-func (b *Builder) prepareBoot() (*bootFiles, error) {
+func (b *Builder) prepareBoot(ctx context.Context) (*bootFiles, error) {
 	r := b.recipe
-	if b.opts.KernelDir == "" {
-		return nil, fmt.Errorf("recipe %s boots, but no kernel directory was given: %w", r.Name, ErrKernel)
-	}
 	if b.opts.Agent == "" {
 		return nil, fmt.Errorf("recipe %s boots, but no agent binary was given (CGO_ENABLED=0 go build ./initramfs/agent/cmd/provstick-agent)", r.Name)
 	}
-	k, err := FindKernel(b.opts.KernelDir)
+	kdir := b.opts.KernelDir
+	if kdir == "" {
+		pkg := r.Kernel.Package
+		if pkg == "" {
+			pkg = DefaultKernelPackage
+		}
+		var err error
+		if kdir, err = b.opts.Packages.FetchKernel(ctx, pkg); err != nil {
+			return nil, fmt.Errorf("recipe %s: no kernel directory given, and %w", r.Name, err)
+		}
+	}
+	k, err := FindKernel(kdir)
 	if err != nil {
 		return nil, err
 	}
@@ -204,6 +251,17 @@ func (b *Builder) prepareBoot() (*bootFiles, error) {
 			return nil, fmt.Errorf("reading systemd-boot (apt-get install systemd-boot-efi): %w", err)
 		}
 	}
+	if r.Boot.UEFI == LoaderShimGrub {
+		if err := signedKernel(bf.vmlinuz); err != nil {
+			return nil, fmt.Errorf("recipe %s boots through shim, but the kernel %s: %w", r.Name, k.Vmlinuz, err)
+		}
+		if bf.shim, err = b.signedFile(ctx, b.opts.Shim, DefaultShim, ShimPackage); err != nil {
+			return nil, err
+		}
+		if bf.grub, err = b.signedFile(ctx, b.opts.Grub, DefaultGrub, GrubPackage); err != nil {
+			return nil, err
+		}
+	}
 	if r.Boot.BIOS == LoaderSyslinux {
 		if bf.mbr, err = os.ReadFile(b.opts.SyslinuxMBR); err != nil {
 			return nil, fmt.Errorf("reading syslinux's MBR code (apt-get install syslinux-common): %w", err)
@@ -218,6 +276,46 @@ func (b *Builder) prepareBoot() (*bootFiles, error) {
 	b.log.Debug("boot files ready", "kernel", k.Version, "modules", len(mods),
 		"initramfs_bytes", bf.initramfs.CompressedBytes, "agent_bytes", bf.initramfs.AgentBytes, "module_bytes", bf.initramfs.ModuleBytes)
 	return bf, nil
+}
+
+// signedFile reads one file of the signed boot chain: the path given,
+// else the installed default, else the same file from the Debian package
+// fetched into the cache.
+func (b *Builder) signedFile(ctx context.Context, given, def, pkg string) ([]byte, error) {
+	if given != "" {
+		d, err := os.ReadFile(given)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", given, err)
+		}
+		return d, nil
+	}
+	if d, err := os.ReadFile(def); err == nil {
+		return d, nil
+	}
+	dir, err := b.opts.Packages.Fetch(ctx, pkg)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not installed, and %w", def, err)
+	}
+	d, err := os.ReadFile(filepath.Join(dir, def))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s from package %s: %w", def, pkg, err)
+	}
+	return d, nil
+}
+
+// signedKernel checks that the bzImage carries an Authenticode signature
+// (a non-empty PE certificate table), as Debian's linux-image packages
+// do; shim refuses an unsigned kernel only at boot time, so say it now.
+func signedKernel(vmlinuz []byte) error {
+	f, err := pe.NewFile(bytes.NewReader(vmlinuz))
+	if err != nil {
+		return fmt.Errorf("is not an EFI (PE) image: %w", err)
+	}
+	oh, ok := f.OptionalHeader.(*pe.OptionalHeader64)
+	if !ok || len(oh.DataDirectory) <= pe.IMAGE_DIRECTORY_ENTRY_SECURITY || oh.DataDirectory[pe.IMAGE_DIRECTORY_ENTRY_SECURITY].Size == 0 {
+		return fmt.Errorf("is not signed (take Debian's signed linux-image package): %w", ErrKernel)
+	}
+	return nil
 }
 
 func isStaticELF(b []byte) bool {
@@ -289,7 +387,7 @@ func (b *Builder) Build(ctx context.Context, name string, s Stick) (res *Result,
 	if sb.HasErrors() {
 		return nil, fmt.Errorf("building stick %s: setup.bin has errors (check it with provstick setupbin verify): %w", s.ID, setupbin.ErrFormat)
 	}
-	bf, err := b.bootFiles()
+	bf, err := b.bootFiles(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -364,6 +462,15 @@ func (b *Builder) layout(s Stick, sb *setupbin.Reader, bf *bootFiles) ([]imageFi
 			add("EFI/BOOT/BOOTX64.EFI", bf.sdboot)
 			add("loader/loader.conf", fmt.Appendf(nil, "default provstick.conf\ntimeout %d\neditor no\n", r.Boot.Timeout))
 			add("loader/entries/provstick.conf", fmt.Appendf(nil, "title provstick (%s)\nlinux /%s\ninitrd /%s\noptions %s\n", r.Name, KernelPath, InitrdPath, cmdline))
+		}
+		if r.Boot.UEFI == LoaderShimGrub {
+			// shim (signed by Microsoft's UEFI CA) verifies and starts
+			// grubx64.efi from its own directory; grub verifies the
+			// kernel through shim.
+			add("EFI/BOOT/BOOTX64.EFI", bf.shim)
+			add("EFI/BOOT/grubx64.efi", bf.grub)
+			add(GrubConfigPath, fmt.Appendf(nil, "set default=0\nset timeout=%d\nmenuentry \"provstick (%s)\" {\n  linux /%s %s\n  initrd /%s\n}\n",
+				r.Boot.Timeout, r.Name, KernelPath, cmdline, InitrdPath))
 		}
 		if r.Boot.BIOS == LoaderSyslinux {
 			add("syslinux/syslinux.cfg", fmt.Appendf(nil, "DEFAULT provstick\nPROMPT 0\nTIMEOUT %d\nLABEL provstick\n  KERNEL /%s\n  INITRD /%s\n  APPEND %s\n",

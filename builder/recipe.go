@@ -55,7 +55,7 @@ type Filesystem struct {
 // Boot names the boot loaders. An image with neither loader is a
 // setup.bin-only stick (no kernel needed).
 type Boot struct {
-	UEFI    string `yaml:"uefi"`    // "systemd-boot" or "none"
+	UEFI    string `yaml:"uefi"`    // "systemd-boot", "shim-grub" (Secure Boot) or "none"
 	BIOS    string `yaml:"bios"`    // "syslinux" or "none"
 	Cmdline string `yaml:"cmdline"` // kernel command line
 	// Timeout is the boot menu wait in seconds (0: boot at once).
@@ -81,7 +81,11 @@ const (
 	LoaderNone        = "none"
 	LoaderSystemdBoot = "systemd-boot"
 	LoaderSyslinux    = "syslinux"
+	LoaderShimGrub    = "shim-grub" // Secure Boot: Debian's signed shim → grub → kernel
 )
+
+// DefaultKernelPackage is fetched when a recipe names no kernel.package.
+const DefaultKernelPackage = "linux-image-amd64"
 
 // Bootable reports whether the recipe needs a kernel and an initramfs.
 func (r *Recipe) Bootable() bool {
@@ -215,8 +219,8 @@ func (r *Recipe) Validate() error {
 		return bad("filesystem.type", r.Filesystem.Type, `only "fat32" is supported`)
 	case !labelRE.MatchString(r.Filesystem.Label):
 		return bad("filesystem.label", r.Filesystem.Label, "want 1 to 11 of A-Z 0-9 _ -")
-	case r.Boot.UEFI != LoaderNone && r.Boot.UEFI != LoaderSystemdBoot:
-		return bad("boot.uefi", r.Boot.UEFI, `want "systemd-boot" or "none"`)
+	case r.Boot.UEFI != LoaderNone && r.Boot.UEFI != LoaderSystemdBoot && r.Boot.UEFI != LoaderShimGrub:
+		return bad("boot.uefi", r.Boot.UEFI, `want "systemd-boot", "shim-grub" or "none"`)
 	case r.Boot.BIOS != LoaderNone && r.Boot.BIOS != LoaderSyslinux:
 		return bad("boot.bios", r.Boot.BIOS, `want "syslinux" or "none"`)
 	case r.Boot.Timeout < 0 || r.Boot.Timeout > 600:
