@@ -40,6 +40,8 @@ import (
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
+	"github.com/diskfs/go-diskfs/partition"
+	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/diskfs/go-diskfs/partition/mbr"
 
 	"github.com/provstick/provstick/internal/atomicfile"
@@ -78,6 +80,8 @@ const (
 	SetupBinName   = "SETUP.BIN"               // first root entry, 8.3, no LFN slots before it
 	ManifestPath   = "provstick/manifest.json" // on the stick
 	AgentConfPath  = "provstick/agent.json"
+	PIDsPath       = "provstick/pids.json" // read by the agent (initramfs/agent/stick.go)
+	PIDsFormat     = "provstick-pids/1"
 	KernelPath     = "provstick/vmlinuz"
 	InitrdPath     = "provstick/initrd.img"
 )
@@ -122,6 +126,10 @@ type Stick struct {
 	// FirstRecord is the number (1-based) the stick's first record has in
 	// its batch, for the manifest; zero means 1.
 	FirstRecord int
+	// PIDs, if not nil, are the PIDs of setup.bin's records in record
+	// order (one per record; never a PPS), written to provstick/pids.json
+	// so the agent can name a record whose body the BIOS already zeroed.
+	PIDs []string
 }
 
 // Builder builds images from one recipe; the kernel and initramfs are
@@ -454,6 +462,19 @@ func (b *Builder) layout(s Stick, sb *setupbin.Reader, bf *bootFiles) ([]imageFi
 		return nil, nil, err
 	}
 	add(AgentConfPath, append(agentConf, '\n'))
+	if s.PIDs != nil {
+		if len(s.PIDs) != int(sb.Header.RecordCount) {
+			return nil, nil, fmt.Errorf("building stick %s: %d PIDs for %d setup.bin records", s.ID, len(s.PIDs), sb.Header.RecordCount)
+		}
+		pj, err := json.MarshalIndent(struct {
+			Format string   `json:"format"`
+			PIDs   []string `json:"pids"`
+		}{PIDsFormat, s.PIDs}, "", "  ")
+		if err != nil {
+			return nil, nil, err
+		}
+		add(PIDsPath, append(pj, '\n'))
+	}
 	if bf != nil {
 		cmdline := strings.TrimSpace(r.Boot.Cmdline + " provstick.after=" + r.Agent.After)
 		add(KernelPath, bf.vmlinuz)
@@ -521,6 +542,15 @@ func stickSerial(id string) (volume, disk uint32) {
 		uint32(h[4]) | uint32(h[5])<<8 | uint32(h[6])<<16 | uint32(h[7])<<24
 }
 
+// stickGUID derives a GPT GUID (RFC 4122 version 4 layout, text form)
+// from the stick id, so GPT images are reproducible too.
+func stickGUID(id, what string) string {
+	h := sha256.Sum256([]byte("provstick gpt guid\x00" + what + "\x00" + id))
+	h[6] = h[6]&0x0F | 0x40
+	h[8] = h[8]&0x3F | 0x80
+	return fmt.Sprintf("%X-%X-%X-%X-%X", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
 func (b *Builder) writeImage(ctx context.Context, f *os.File, files []imageFile, bf *bootFiles, id string) error {
 	size := int64(b.recipe.Size)
 	if err := f.Truncate(size); err != nil {
@@ -530,13 +560,31 @@ func (b *Builder) writeImage(ctx context.Context, f *os.File, files []imageFile,
 	if err != nil {
 		return fmt.Errorf("opening the image: %w", err)
 	}
-	partSectors := fat32SafeSectors(uint32(size/sectorSize) - partitionStart)
-	table := &mbr.Table{
-		LogicalSectorSize:  sectorSize,
-		PhysicalSectorSize: sectorSize,
-		Partitions: []*mbr.Partition{{
-			Index: 1, Bootable: true, Type: mbr.Fat32LBA, Start: partitionStart, Size: partSectors,
-		}},
+	volSerial, diskSig := stickSerial(id)
+	var table partition.Table
+	if b.recipe.Table == TableGPT {
+		// The backup GPT takes the last 33 sectors.
+		partSectors := fat32SafeSectors(uint32(size/sectorSize) - partitionStart - 34)
+		table = &gpt.Table{
+			LogicalSectorSize:  sectorSize,
+			PhysicalSectorSize: sectorSize,
+			ProtectiveMBR:      true,
+			GUID:               stickGUID(id, "disk"),
+			Partitions: []*gpt.Partition{{
+				Index: 1, Start: partitionStart, End: partitionStart + uint64(partSectors) - 1,
+				Size: uint64(partSectors) * sectorSize, Type: gpt.MicrosoftBasicData,
+				Name: b.recipe.Filesystem.Label, GUID: stickGUID(id, "partition 1"),
+			}},
+		}
+	} else {
+		partSectors := fat32SafeSectors(uint32(size/sectorSize) - partitionStart)
+		table = &mbr.Table{
+			LogicalSectorSize:  sectorSize,
+			PhysicalSectorSize: sectorSize,
+			Partitions: []*mbr.Partition{{
+				Index: 1, Bootable: true, Type: mbr.Fat32LBA, Start: partitionStart, Size: partSectors,
+			}},
+		}
 	}
 	if err := d.Partition(table); err != nil {
 		return fmt.Errorf("writing the partition table: %w", err)
@@ -573,7 +621,6 @@ func (b *Builder) writeImage(ctx context.Context, f *os.File, files []imageFile,
 		}
 	}
 	partOff := int64(partitionStart) * sectorSize
-	volSerial, diskSig := stickSerial(id)
 	fix := func() error {
 		fat, err := openFAT32(f, partOff)
 		if err != nil {
@@ -610,6 +657,9 @@ func (b *Builder) writeImage(ctx context.Context, f *os.File, files []imageFile,
 	}
 	if bf != nil && bf.mbr != nil {
 		copy(boot[:440], bf.mbr)
+	}
+	if b.recipe.Table == TableGPT {
+		return nil // the protective MBR stays as go-diskfs wrote it
 	}
 	boot[440], boot[441], boot[442], boot[443] = byte(diskSig), byte(diskSig>>8), byte(diskSig>>16), byte(diskSig>>24)
 	if _, err := f.WriteAt(boot[:], 0); err != nil {

@@ -39,7 +39,7 @@ type Recipe struct {
 	Name        string     `yaml:"name"`
 	Description string     `yaml:"description"`
 	Size        ByteSize   `yaml:"size"`  // whole image, e.g. "256MiB"
-	Table       string     `yaml:"table"` // partition table: "mbr"
+	Table       string     `yaml:"table"` // partition table: "mbr" or "gpt" (UEFI only)
 	Filesystem  Filesystem `yaml:"filesystem"`
 	Boot        Boot       `yaml:"boot"`
 	Kernel      Kernel     `yaml:"kernel"`
@@ -82,6 +82,12 @@ const (
 	LoaderSystemdBoot = "systemd-boot"
 	LoaderSyslinux    = "syslinux"
 	LoaderShimGrub    = "shim-grub" // Secure Boot: Debian's signed shim → grub → kernel
+)
+
+// Partition tables.
+const (
+	TableMBR = "mbr"
+	TableGPT = "gpt" // protective MBR + GPT; UEFI boot only
 )
 
 // DefaultKernelPackage is fetched when a recipe names no kernel.package.
@@ -213,8 +219,10 @@ func (r *Recipe) Validate() error {
 		return bad("size", r.Size, fmt.Sprintf("want %d MiB to %d GiB", MinImageSize>>20, MaxImageSize>>30))
 	case r.Size%(1<<20) != 0:
 		return bad("size", r.Size, "want a whole number of MiB")
-	case r.Table != "mbr":
-		return bad("table", r.Table, `only "mbr" is supported`)
+	case r.Table != TableMBR && r.Table != TableGPT:
+		return bad("table", r.Table, `want "mbr" or "gpt"`)
+	case r.Table == TableGPT && r.Boot.BIOS != LoaderNone:
+		return bad("boot.bios", r.Boot.BIOS, `a GPT stick boots UEFI only (legacy BIOS boot needs table: mbr); set boot.bios: none`)
 	case r.Filesystem.Type != "fat32":
 		return bad("filesystem.type", r.Filesystem.Type, `only "fat32" is supported`)
 	case !labelRE.MatchString(r.Filesystem.Label):
