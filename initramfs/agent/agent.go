@@ -45,9 +45,23 @@ type Config struct {
 	DMI       DMIReader
 	NICs      NICReader
 	TPM       TPMReader
-	// Now is the clock; nil means time.Now.
-	Now    func() time.Time
-	Logger *slog.Logger
+	// Now is the clock; nil means time.Now. A time before ClockFloor is
+	// written as it is, and named in Missing as source "clock".
+	Now func() time.Time
+	// BeforeWrite, if set, runs just before the ledger append (the binary
+	// prints a marker there so power-cut tests can aim; an error aborts
+	// the run with nothing written).
+	BeforeWrite func(ctx context.Context) error
+	Logger      *slog.Logger
+}
+
+// ClockFloor is the earliest plausible time on the target: a clock before
+// it has a flat RTC battery or was never set.
+var ClockFloor = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// ClockPlausible reports whether t can be the real time.
+func ClockPlausible(t time.Time) bool {
+	return !t.Before(ClockFloor) && t.Year() < 2100
 }
 
 // Result is what happened.
@@ -60,7 +74,9 @@ type Result struct {
 	Message string
 	// Ledger is the ledger as read before the append.
 	Ledger *ledger.Log
-	// Timings (start → ledger fsync, and the part spent on the ME).
+	// Timings: when Run started, start → ledger fsync, and the part of it
+	// spent on the ME.
+	Started            time.Time
 	Elapsed, MEElapsed time.Duration
 }
 
@@ -136,10 +152,18 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	rec.Time = now().UTC()
+	if !ClockPlausible(rec.Time) {
+		miss("clock", fmt.Errorf("the machine's clock says %s (RTC battery flat or clock never set); this line's time is wrong", rec.Time.Format(time.RFC3339)))
+	}
+	if cfg.BeforeWrite != nil {
+		if err := cfg.BeforeWrite(ctx); err != nil {
+			return nil, fmt.Errorf("before writing the ledger: %w", err)
+		}
+	}
 	if err := ledger.Append(ledgerPath, rec); err != nil {
 		return nil, fmt.Errorf("writing the ledger on stick %s: %w", man.Stick, err)
 	}
-	res := &Result{Record: rec, Ledger: lg, Elapsed: time.Since(start), MEElapsed: meElapsed}
+	res := &Result{Record: rec, Ledger: lg, Started: start, Elapsed: time.Since(start), MEElapsed: meElapsed}
 	if sb != nil {
 		res.OK, res.Message = render(rec, lg, sb.Header)
 	} else {

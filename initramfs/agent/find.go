@@ -30,6 +30,13 @@ type Boot struct {
 	MEAddress string // provstick.mei=
 	After     string // provstick.after= poweroff (default), reboot, wait
 	Countdown int    // provstick.countdown= seconds; -1: not given
+	// Hold (provstick.test.hold=NAME, tests only): before writing the
+	// ledger, wait for one byte on the virtio-serial port NAME, so a
+	// power-cut test can snapshot the machine there and aim its kill.
+	Hold string
+	// Console (provstick.screen=PATH) is the technician's screen; "none"
+	// turns it off. Empty: DefaultConsole.
+	Console string
 }
 
 // ParseCmdline reads the provstick.* parameters from a kernel command line.
@@ -44,6 +51,10 @@ func ParseCmdline(cmdline string) Boot {
 			if v == "reboot" || v == "wait" || v == "poweroff" {
 				b.After = v
 			}
+		case "provstick.test.hold":
+			b.Hold = v
+		case "provstick.screen":
+			b.Console = v
 		case "provstick.countdown":
 			if n, err := strconv.Atoi(v); err == nil && n >= 0 && n <= 3600 {
 				b.Countdown = n

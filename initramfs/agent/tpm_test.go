@@ -20,6 +20,12 @@ import (
 // swtpm is not installed: CI installs it.
 func swtpm(t *testing.T) transport.TPMCloser {
 	t.Helper()
+	return swtpmAt(t, "")
+}
+
+// swtpmAt is swtpm on the state directory state (empty: a new one).
+func swtpmAt(t *testing.T, state string) transport.TPMCloser {
+	t.Helper()
 	bin, err := exec.LookPath("swtpm")
 	if err != nil {
 		t.Fatalf("swtpm not installed (apt-get install swtpm swtpm-tools): %v", err)
@@ -31,7 +37,10 @@ func swtpm(t *testing.T) transport.TPMCloser {
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		state := t.TempDir()
+		state := state
+		if state == "" {
+			state = t.TempDir()
+		}
 		cmd := exec.Command(bin, "socket", "--tpm2",
 			"--server", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port),
 			"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port+1),

@@ -1,225 +1,254 @@
 package agent
 
-// TestVMAgent builds a stick image with the builder (default recipe, the
-// real agent), consumes its first setup.bin record in place the way the
-// BIOS does, boots it under QEMU (TCG, SeaBIOS legacy boot) with the ME
-// simulator on a virtio-serial port, and reads the ledger line back from
-// the image with mtools and with our reader.
+// TestVMAgent builds one stick image with the builder (default recipe, the
+// real agent, 6 records numbered from 101) and boots it four times in a
+// row under QEMU (TCG), each time as a different simulated machine,
+// consuming records in place in the image the way the BIOS does:
 //
-// Guest view: the image is a USB stick (qemu-xhci + usb-storage, /dev/sda,
-// FAT on /dev/sda1 labelled PROVSTICK); the simulator listens on a Unix
-// socket in t.TempDir() that QEMU connects to as the chardev of a
-// virtserialport named org.provstick.mei (/dev/vport*p1 in the guest); the
-// kernel command line, extended here through the image's
-// syslinux/syslinux.cfg, adds provstick.mei=virtio:org.provstick.mei and
-// provstick.countdown=0. No TPM is attached: the ledger names it missing.
+//	boot 1: SeaBIOS (legacy), machine A, swtpm — 1 consumed → normal, record 101
+//	boot 2: OVMF (UEFI),      machine B, swtpm — 1 consumed → normal, record 102
+//	boot 3: SeaBIOS,          machine C, swtpm — 2 consumed → multiple-consumed, record 104, 103 skipped
+//	boot 4: OVMF,             machine D, no TPM — setup.bin put back as after boot 2 → counter-rolled-back
 //
-// Needs qemu-system-x86, mtools, syslinux, syslinux-common,
-// systemd-boot-efi and the unpacked Debian kernel package that
-// scripts/install-deps.sh puts in ${XDG_CACHE_HOME:-$HOME/.cache}/provstick/vm-kernel
-// (VMTEST_KERNEL_DIR overrides it; VMTEST_QEMU the QEMU binary). Skipped
-// with -short.
+// After each boot the ledger is read back from the image with mtools and
+// parsed by our reader: exactly one new line, earlier lines byte for byte
+// unchanged, with the record, PID, the simulator's UUID and AMT version,
+// and swtpm's EK hash as computed on the host from the same swtpm state
+// (the agent's ReadEK over swtpm's TCP interface). Boots 1, 2 and 4 take a
+// screenshot of the technician's screen over the QEMU monitor
+// (screendump, PPM → PNG, kept under PROVSTICK_ARTIFACTS if set) and read
+// it with tesseract.
+//
+// Guest view: the image is a USB stick (qemu-xhci + usb-storage,
+// /dev/sda, FAT on /dev/sda1 labelled PROVSTICK); the ME simulator
+// listens on a Unix socket that QEMU connects to as the chardev of a
+// virtserialport named org.provstick.mei (/dev/vport*p1 in the guest);
+// swtpm is a tpm-tis device (/dev/tpm0, /dev/tpmrm0); the display is
+// -vga std with -display none (vgacon text mode under SeaBIOS, efifb +
+// fbcon under OVMF). The kernel command line, patched here in both boot
+// loaders' entries, adds provstick.mei=virtio:org.provstick.mei.
+//
+// Needs qemu-system-x86, ovmf, swtpm, mtools, syslinux, syslinux-common,
+// systemd-boot-efi, tesseract-ocr and the unpacked Debian kernel package
+// that scripts/install-deps.sh puts in
+// ${XDG_CACHE_HOME:-$HOME/.cache}/provstick/vm-kernel (VMTEST_KERNEL_DIR
+// overrides it; VMTEST_QEMU the QEMU binary). Skipped with -short.
 
 import (
-	"bufio"
 	"bytes"
-	"context"
-	"encoding/json"
-	"io"
+	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/provstick/provstick/builder"
 	"github.com/provstick/provstick/internal/ledger"
-	"github.com/provstick/provstick/setupbin"
-	"github.com/provstick/provstick/setupbin/setupbintest"
 )
 
-func vmKernelDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("VMTEST_KERNEL_DIR")
-	if dir == "" {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir = filepath.Join(cache, "provstick", "vm-kernel")
-	}
-	if _, err := builder.FindKernel(dir); err != nil {
-		t.Fatalf("%v (scripts/install-deps.sh unpacks one)", err)
-	}
-	return dir
+// bootResult is what one boot measured.
+type bootResult struct {
+	name                   string
+	ready, ledgerAt, total time.Duration
+	agentLine              string // the agent's "ledger: line …" console line
+	screenshot, ocrText    string
 }
-
-func run(t *testing.T, name string, args ...string) []byte {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-// offsetFile addresses a file inside the image.
-type offsetFile struct {
-	f   *os.File
-	off int64
-}
-
-func (o offsetFile) ReadAt(b []byte, off int64) (int, error)  { return o.f.ReadAt(b, o.off+off) }
-func (o offsetFile) WriteAt(b []byte, off int64) (int, error) { return o.f.WriteAt(b, o.off+off) }
-func (o offsetFile) Sync() error                              { return o.f.Sync() }
 
 func TestVMAgent(t *testing.T) {
 	if testing.Short() {
-		t.Skip("boots a VM under TCG; skipped with -short")
+		t.Skip("boots a VM four times under TCG; skipped with -short")
 	}
-	qemu := os.Getenv("VMTEST_QEMU")
-	if qemu == "" {
-		qemu = "qemu-system-x86_64"
-	}
-	if _, err := exec.LookPath(qemu); err != nil {
-		t.Fatalf("%s not found (apt-get install qemu-system-x86): %v", qemu, err)
-	}
-	kdir := vmKernelDir(t)
 	dir := t.TempDir()
+	s := buildStick(t, dir, 6, 101, "provstick.mei=virtio:org.provstick.mei")
+	// A countdown long enough to take the screenshot; the test quits QEMU
+	// through the monitor once it has it.
+	var results []bootResult
 
-	agentBin := filepath.Join(dir, "provstick-agent")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", agentBin, "./cmd/provstick-agent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the agent: %v\n%s", err, out)
+	type step struct {
+		name     string
+		uefi     bool
+		consume  int
+		restore  []byte
+		tpm      bool
+		shot     bool
+		wantCase ledger.Case
+		wantRec  int
+		wantSkip []int
+		wantOCR  []string
 	}
-
-	sb, psks := setupbintest.File(t, setupbintest.Options{Records: 3, Seed: 42})
-	recipe, err := builder.LoadRecipe("../../images/default.yaml")
-	if err != nil {
-		t.Fatal(err)
+	var afterBoot2 []byte
+	steps := []*step{
+		{name: "1-legacy-A", consume: 1, tpm: true, shot: true, wantCase: ledger.CaseNormal, wantRec: 101,
+			wantOCR: []string{"Record 101", "Remove the stick"}},
+		{name: "2-uefi-B", uefi: true, consume: 1, tpm: true, shot: true, wantCase: ledger.CaseNormal, wantRec: 102,
+			wantOCR: []string{"Record 102", "Remove the stick"}},
+		{name: "3-legacy-C-multiple", consume: 2, tpm: true, wantCase: ledger.CaseMultiple, wantRec: 104, wantSkip: []int{103}},
+		{name: "4-uefi-D-rollback", uefi: true, shot: true, wantCase: ledger.CaseRollback,
+			wantOCR: []string{"LOWER than the ledger"}},
 	}
-	b, err := builder.New(recipe, &builder.Options{KernelDir: kdir, Agent: agentBin, NoHash: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(dir, "stick.img")
-	if _, err := b.Build(t.Context(), img, builder.Stick{ID: "vm-0001", SetupBin: sb, FirstRecord: 101}); err != nil {
-		t.Fatal(err)
-	}
-
-	// The builder does not yet write provstick/pids.json; put it there
-	// with mtools, and point the boot entry at the simulator.
-	var pl pidList
-	pl.Format = pidsFormat
-	for _, p := range psks {
-		pl.PIDs = append(pl.PIDs, p.PID.String())
-	}
-	pj, _ := json.Marshal(pl)
-	os.WriteFile(filepath.Join(dir, "pids.json"), pj, 0o644)
-	run(t, "mcopy", "-i", img+"@@1M", filepath.Join(dir, "pids.json"), "::provstick/pids.json")
-	cfg := run(t, "mtype", "-i", img+"@@1M", "::syslinux/syslinux.cfg")
-	cfg = bytes.Replace(cfg, []byte("  APPEND "), []byte("  APPEND provstick.mei=virtio:org.provstick.mei provstick.countdown=0 "), 1)
-	os.WriteFile(filepath.Join(dir, "syslinux.cfg"), cfg, 0o644)
-	run(t, "mcopy", "-o", "-i", img+"@@1M", filepath.Join(dir, "syslinux.cfg"), "::syslinux/syslinux.cfg")
-
-	// Consume record 0 in place, the way the BIOS does: setup.bin is the
-	// first file, contiguous, so its header is findable in the image.
-	f, err := os.OpenFile(img, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	whole, _ := io.ReadAll(f)
-	at := bytes.Index(whole, sb[:setupbin.ChunkSize])
-	if at < 0 {
-		t.Fatal("setup.bin not found in the image")
-	}
-	if _, err := setupbin.Consume(offsetFile{f, int64(at)}, int64(len(sb))); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-
-	// The machine.
-	addr, dev := simulator(t, inSetup(t, psks[0].PID.String()))
-	sock := strings.TrimPrefix(addr, "unix://")
-
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	q := exec.CommandContext(ctx, qemu,
-		"-nodefaults", "-display", "none", "-no-reboot", "-accel", "tcg", "-machine", "q35",
-		"-m", "512", "-smp", "1", "-serial", "stdio", "-monitor", "none",
-		"-device", "qemu-xhci,id=xhci",
-		"-drive", "if=none,id=stick,format=raw,file="+img,
-		"-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=1",
-		"-chardev", "socket,id=mei,path="+sock,
-		"-device", "virtio-serial-pci",
-		"-device", "virtserialport,chardev=mei,name=org.provstick.mei")
-	var console bytes.Buffer
-	var mu sync.Mutex
-	pr, pw := io.Pipe()
-	q.Stdout = pw
-	q.Stderr = pw
-	start := time.Now()
-	if err := q.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var ledgerAt, readyAt time.Duration
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			mu.Lock()
-			console.WriteString(sc.Text() + "\n")
-			mu.Unlock()
-			if strings.Contains(sc.Text(), "provstick: ready") && readyAt == 0 {
-				readyAt = time.Since(start)
-			}
-			if strings.Contains(sc.Text(), "provstick: ledger:") && ledgerAt == 0 {
-				ledgerAt = time.Since(start)
-			}
+	var prev []byte
+	for i, st := range steps {
+		if st.name == "4-uefi-D-rollback" {
+			st.restore = afterBoot2
 		}
-	}()
-	err = q.Wait()
-	pw.Close()
-	<-done
-	total := time.Since(start)
-	mu.Lock()
-	out := console.String()
-	mu.Unlock()
-	if err != nil || ledgerAt == 0 {
-		t.Fatalf("QEMU: %v after %v; console:\n%s", err, total, out)
+		if !t.Run(st.name, func(t *testing.T) {
+			if st.restore != nil {
+				s.restoreSetupBin(t, st.restore)
+			}
+			s.consume(t, st.consume)
+			pid := ""
+			if st.wantRec != 0 {
+				pid = s.psks[st.wantRec-101].PID.String()
+			}
+			m := newMachine(t, st.name, byte(0xA0+i), pid, st.tpm)
+			countdown := "0"
+			if st.shot {
+				countdown = "600"
+			}
+			// The countdown comes from provstick/agent.json (the
+			// recipe's agent.countdown) when the command line has none.
+			s.put(t, "provstick/agent.json", fmt.Appendf(nil, `{"format":"provstick-agent/1","after":"poweroff","countdown":%s}`, countdown))
+			r := bootOnce(t, s.img, st.uefi, m, st.shot, st.wantOCR)
+			r.name = st.name
+			results = append(results, r)
+
+			raw, l := readLedgerImage(t, s.img, false)
+			if !bytes.HasPrefix(raw, prev) {
+				t.Fatalf("earlier ledger lines changed:\nbefore:\n%s\nafter:\n%s", prev, raw)
+			}
+			if len(l.Records) != i+1 || len(l.Findings) != 0 {
+				t.Fatalf("ledger: %d records (want %d), findings %v\n%s", len(l.Records), i+1, l.Findings, raw)
+			}
+			prev = raw
+			rec := l.Last()
+			t.Logf("ledger line: %s", strings.TrimSpace(string(raw[bytes.LastIndexByte(raw[:len(raw)-1], '\n')+1:])))
+			if rec.Seq != uint64(i+1) || rec.Case != st.wantCase || rec.Record != st.wantRec || rec.Stick != s.id {
+				t.Errorf("seq %d case %s record %d stick %s; want %d %s %d %s", rec.Seq, rec.Case, rec.Record, rec.Stick, i+1, st.wantCase, st.wantRec, s.id)
+			}
+			if st.wantRec != 0 && rec.PID != s.psks[st.wantRec-101].PID.Display() {
+				t.Errorf("PID %q, want %q", rec.PID, s.psks[st.wantRec-101].PID.Display())
+			}
+			if fmt.Sprint(rec.Skipped) != fmt.Sprint(st.wantSkip) && len(st.wantSkip)+len(rec.Skipped) > 0 {
+				t.Errorf("skipped %v, want %v", rec.Skipped, st.wantSkip)
+			}
+			if rec.AMT == nil || rec.AMT.UUID != m.uuid() || rec.AMT.AMTVersion != "11.8.50" || rec.AMT.ProvisioningState != "in" {
+				t.Errorf("AMT %+v; want UUID %s, AMT 11.8.50, state in", rec.AMT, m.uuid())
+			}
+			if rec.DMI == nil || rec.DMI.Vendor != "QEMU" {
+				t.Errorf("DMI %+v; want QEMU's", rec.DMI)
+			}
+			if st.tpm {
+				want := m.hostEK(t)
+				if rec.TPM == nil || rec.TPM.EKSHA256 != want {
+					t.Errorf("TPM %+v; want the EK hash %s computed on the host from the same swtpm state", rec.TPM, want)
+				} else {
+					t.Logf("EK SHA-256 %s matches swtpm's, read on the host", want)
+				}
+			} else if !hasMissing(rec, "tpm") {
+				t.Errorf("no TPM attached but not named missing: %v", rec.Missing)
+			}
+			if hasMissing(rec, "clock") {
+				t.Errorf("QEMU's RTC has the host's time, but the clock is named missing: %v", rec.Missing)
+			}
+			if d := time.Since(rec.Time); d < -time.Hour || d > time.Hour {
+				t.Errorf("ledger time %v is not near now", rec.Time)
+			}
+			if i == 1 {
+				afterBoot2 = s.setupBin(t)
+			}
+		}) {
+			break
+		}
 	}
-	t.Logf("under TCG (SeaBIOS, USB stick): QEMU start to ready %.1f s, to ledger written %.1f s, to power-off %.1f s", readyAt.Seconds(), ledgerAt.Seconds(), total.Seconds())
+	for _, r := range results {
+		t.Logf("%-22s QEMU start → ready %5.1f s, → ledger fsync %5.1f s, → exit %5.1f s; agent: %s", r.name,
+			r.ready.Seconds(), r.ledgerAt.Seconds(), r.total.Seconds(), r.agentLine)
+	}
+	t.Logf("load average: %s", loadAvg())
+}
+
+// bootOnce boots img as machine m and waits for the ledger line; with
+// shot it waits for the technician's screen, screenshots it, checks the
+// OCR text for each of wantOCR (retrying a few times) and quits QEMU.
+func bootOnce(t *testing.T, img string, uefi bool, m *machine, shot bool, wantOCR []string) bootResult {
+	t.Helper()
+	var r bootResult
+	drawn := make(chan struct{})
+	var once sync.Once
+	v := startVM(t, vmOpts{uefi: uefi, m: m, img: img, onLine: func(v *vm, line string) {
+		if strings.Contains(line, "provstick: screen drawn") {
+			once.Do(func() { close(drawn) })
+		}
+	}})
+	exited := make(chan error, 1)
+	go func() { exited <- v.wait() }()
+	var err error
+	if shot {
+		select {
+		case <-drawn:
+			r.screenshot, r.ocrText, err = checkScreen(t, v, wantOCR)
+			v.monitor("quit")
+			<-exited
+		case err = <-exited:
+			err = fmt.Errorf("QEMU exited before the screen was drawn: %v", err)
+		}
+	} else {
+		err = <-exited
+	}
+	r.total = time.Since(v.start)
+	r.ready, r.ledgerAt = v.mark("provstick: ready"), v.mark("provstick: ledger: line")
+	out := v.output()
+	for _, l := range strings.Split(out, "\n") {
+		if i := strings.Index(l, "provstick: ledger: line"); i >= 0 {
+			r.agentLine = strings.TrimSpace(l[i+len("provstick: "):])
+		}
+	}
+	if err != nil || r.ledgerAt == 0 {
+		t.Fatalf("boot: %v after %v; console:\n%s", err, r.total, out)
+	}
 	for _, l := range strings.Split(out, "\n") {
 		if strings.Contains(l, "provstick:") || strings.HasPrefix(l, "  ") {
 			t.Log(l)
 		}
 	}
+	return r
+}
 
-	// Read the line back with mtools and with our reader.
-	raw := run(t, "mcopy", "-i", img+"@@1M", "::provstick/ledger.jsonl", "-")
-	l, err := ledger.Read(bytes.NewReader(raw))
+// checkScreen takes screenshots until the OCR text has every wanted
+// string (fbcon may still be drawing), at most 5 tries.
+func checkScreen(t *testing.T, v *vm, want []string) (png, text string, err error) {
+	t.Helper()
+	for try := range 5 {
+		img, p, err := v.screenshot(fmt.Sprintf("screen%d", try))
+		if err != nil {
+			return "", "", err
+		}
+		text = ocr(t, img)
+		missing := ""
+		for _, w := range want {
+			if !ocrHas(text, w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			t.Logf("screenshot %s (%dx%d); OCR found %q", p, img.Bounds().Dx(), img.Bounds().Dy(), want)
+			return p, text, nil
+		}
+		if try == 4 {
+			t.Errorf("screenshot %s: OCR did not find %q in:\n%s", p, missing, text)
+			return p, text, nil
+		}
+		time.Sleep(time.Second)
+	}
+	return "", text, nil
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
-		t.Fatal(err)
+		return "?"
 	}
-	if len(l.Records) != 1 || len(l.Findings) != 0 {
-		t.Fatalf("ledger: %d records, findings %v\n%s", len(l.Records), l.Findings, raw)
-	}
-	r := l.Records[0]
-	uuid := dev.State().UUID.String()
-	if r.Case != ledger.CaseNormal || r.Record != 101 || r.PID != psks[0].PID.Display() || r.Stick != "vm-0001" {
-		t.Errorf("record: case %s record %d PID %q stick %q; want normal 101 %q vm-0001", r.Case, r.Record, r.PID, r.Stick, psks[0].PID.Display())
-	}
-	if r.AMT == nil || r.AMT.UUID != uuid || r.AMT.AMTVersion != "11.8.50" {
-		t.Errorf("AMT: %+v, want UUID %s", r.AMT, uuid)
-	}
-	if !hasMissing(r, "tpm") {
-		t.Errorf("no TPM attached but not recorded missing: %v", r.Missing)
-	}
-	if !strings.Contains(out, "Remove the stick; the machine will say hello to the kiosk.") {
-		t.Errorf("technician message not on the console")
-	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }

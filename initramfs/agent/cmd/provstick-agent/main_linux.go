@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/provstick/provstick/initramfs/agent"
+	"github.com/provstick/provstick/initramfs/heci"
 )
 
 const (
@@ -41,36 +43,60 @@ func run() {
 			say("mount %s on %s: %v", m.typ, m.dir, err)
 		}
 	}
+	cmdline := readCmdline()
+	boot := agent.ParseCmdline(cmdline)
+	var con *agent.Console
+	if boot.Console != "none" {
+		var err error
+		if con, err = agent.OpenConsole(boot.Console); err != nil {
+			say("no technician screen: %v", err)
+		} else {
+			con.Draw(agent.Screen{Kind: agent.ScreenWorking, Title: "PROVSTICK - WORKING, DO NOT REMOVE THE STICK",
+				Lead: "Reading the stick and asking this machine who it is.", Lines: []string{"This takes a few seconds."}})
+		}
+	}
 	loaded, failed := loadModules(say)
 	say("ready: %d modules loaded, %d failed, %v after init started, %s since boot",
 		loaded, failed, time.Since(start).Round(time.Millisecond), uptime())
+	// A clock still wrong after this is named in the ledger line by Run.
+	if now, err := agent.SetClockFromRTC(""); err != nil {
+		say("clock: %v", err)
+	} else {
+		say("clock: %s", now.UTC().Format(time.RFC3339))
+	}
 
-	cmdline := readCmdline()
-	boot := agent.ParseCmdline(cmdline)
 	level := slog.LevelWarn
 	if strings.Contains(cmdline, "provstick.debug=1") {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
 
-	countdown := work(boot, log, say)
+	scr, countdown := work(start, boot, log, say)
 	unix.Sync()
+	if con != nil {
+		con.Draw(scr)
+		say("screen drawn")
+	}
 	if os.Getpid() != 1 {
 		return
 	}
-	finish(boot, countdown, say)
+	finish(boot, countdown, con, say)
 }
 
 // work finds the stick, runs the agent and prints the result; it returns
-// the countdown to use.
-func work(boot agent.Boot, log *slog.Logger, say func(string, ...any)) int {
+// the technician's screen and the countdown to use.
+func work(initStart time.Time, boot agent.Boot, log *slog.Logger, say func(string, ...any)) (agent.Screen, int) {
 	countdown := boot.Countdown
+	findStart := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), findTimeout)
 	root, man, err := agent.FindStick(ctx, mountDir, log)
 	cancel()
 	if err != nil {
-		banner(say, "PROBLEM", []string{"The provisioning stick was not found: " + err.Error(), "Leave the stick plugged in and boot from it again; if this repeats, take it to the kiosk operator."})
-		return max(countdown, 30)
+		s := agent.Screen{Kind: agent.ScreenProblem, Title: "PROBLEM - THE STICK WAS NOT FOUND",
+			Lead:  "The provisioning stick was not found; nothing was written.",
+			Lines: []string{"Leave the stick plugged in and boot from it again; if this repeats, take it to the kiosk operator.", "Details: " + err.Error()}}
+		banner(say, "PROBLEM", append([]string{s.Lead}, s.Lines...))
+		return s, max(countdown, 30)
 	}
 	defer func() {
 		if err := agent.Unmount(root); err != nil {
@@ -80,30 +106,72 @@ func work(boot agent.Boot, log *slog.Logger, say func(string, ...any)) int {
 	if countdown < 0 {
 		countdown = stickCountdown(root)
 	}
-	say("stick %s found", man.Stick)
+	say("stick %s found in %v", man.Stick, time.Since(findStart).Round(time.Millisecond))
 	res, err := agent.Run(context.Background(), agent.Config{
-		Root:      root,
-		MEAddress: boot.MEAddress,
-		DMI:       agent.SysDMI{},
-		NICs:      agent.SysNICs{},
-		TPM:       agent.DeviceTPM{},
-		Logger:    log,
+		Root:        root,
+		MEAddress:   boot.MEAddress,
+		DMI:         agent.SysDMI{},
+		NICs:        agent.SysNICs{},
+		TPM:         agent.DeviceTPM{},
+		Logger:      log,
+		BeforeWrite: func(ctx context.Context) error { return beforeWrite(ctx, boot, say) },
 	})
 	if err != nil {
-		banner(say, "PROBLEM", []string{"Nothing was written to the stick: " + err.Error(), "Take the stick to the kiosk operator."})
-		return max(countdown, 30)
+		s := agent.Screen{Kind: agent.ScreenProblem, Title: "PROBLEM - NOTHING WAS WRITTEN",
+			Lead:  "Nothing was written to the stick.",
+			Lines: []string{"Take the stick to the kiosk operator.", "Details: " + err.Error()}}
+		banner(say, "PROBLEM", append([]string{s.Lead}, s.Lines...))
+		return s, max(countdown, 30)
 	}
+	// The marker tests and scripts/bench-agent.sh time "boot to ledger
+	// fsync" by: Append has returned, so the line and the directory are
+	// fsynced.
+	say("ledger: line %d (%s) written in %v, of which ME %v; init start to fsync %v, stick search %v; %s since boot", res.Record.Seq, res.Record.Case,
+		res.Elapsed.Round(time.Millisecond), res.MEElapsed.Round(time.Millisecond), time.Since(initStart).Round(time.Millisecond),
+		res.Started.Sub(findStart).Round(time.Millisecond), uptime())
+	scr := agent.ResultScreen(res)
 	title := "DONE"
 	if !res.OK {
 		title = "ATTENTION"
 	}
-	say("ledger: line %d (%s) written in %v, of which ME %v; %s since boot", res.Record.Seq, res.Record.Case,
-		res.Elapsed.Round(time.Millisecond), res.MEElapsed.Round(time.Millisecond), uptime())
 	banner(say, title, strings.Split(strings.TrimSpace(res.Message), "\n"))
-	return countdown
+	return scr, countdown
 }
 
-// banner prints a block the technician cannot miss on the console.
+// beforeWrite prints the marker power-cut tests aim at and, with
+// provstick.test.hold, waits for the test's go-ahead.
+func beforeWrite(ctx context.Context, boot agent.Boot, say func(string, ...any)) error {
+	if boot.Hold == "" {
+		say("ledger: writing")
+		return nil
+	}
+	port, err := heci.FindVirtioPort("/sys", "/dev", boot.Hold)
+	if err != nil {
+		return fmt.Errorf("finding the hold port: %w", err)
+	}
+	f, err := os.Open(port)
+	if err != nil {
+		return fmt.Errorf("opening the hold port: %w", err)
+	}
+	defer f.Close()
+	say("ledger: holding before the write on %s", port)
+	var b [1]byte
+	for {
+		n, err := f.Read(b[:])
+		if n == 1 {
+			break
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("waiting on the hold port: %w", err)
+		}
+		time.Sleep(10 * time.Millisecond) // EOF: nobody connected yet
+	}
+	say("ledger: writing")
+	return ctx.Err()
+}
+
+// banner prints a block on the serial console (the technician's screen is
+// the Console).
 func banner(say func(string, ...any), title string, lines []string) {
 	bar := strings.Repeat("=", 72)
 	fmt.Fprintf(os.Stdout, "\n%s\n  %s\n%s\n", bar, title, bar)
@@ -127,7 +195,7 @@ func stickCountdown(root string) int {
 	return 10
 }
 
-func finish(boot agent.Boot, countdown int, say func(string, ...any)) {
+func finish(boot agent.Boot, countdown int, con *agent.Console, say func(string, ...any)) {
 	if boot.After == "wait" {
 		say("waiting (provstick.after=wait)")
 		select {}
@@ -138,9 +206,15 @@ func finish(boot agent.Boot, countdown int, say func(string, ...any)) {
 	}
 	for i := max(countdown, 0); i > 0; i-- {
 		fmt.Fprintf(os.Stdout, "\r%s in %2d s ", verb, i)
+		if con != nil {
+			con.Footer(fmt.Sprintf("%s in %d s", verb, i))
+		}
 		time.Sleep(time.Second)
 	}
 	fmt.Fprintln(os.Stdout)
+	if con != nil {
+		con.Footer(verb + " now")
+	}
 	say("%s", strings.ToLower(verb))
 	if err := unix.Reboot(cmd); err != nil {
 		say("%s: %v", strings.ToLower(verb), err)
