@@ -3,17 +3,15 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 
-	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/spf13/cobra"
 
 	"github.com/provstick/provstick/internal/ledger"
+	"github.com/provstick/provstick/kiosk/reconcile"
 )
 
 func init() { register(newLedgerCmd) }
@@ -46,7 +44,7 @@ their line number and make the status 1.`,
 		RunE: func(cmd *cobra.Command, args []string) error { return runLedgerShow(e, f, args[0]) },
 	}
 	show.Flags().BoolVar(&f.json, "json", false, "print records and findings as JSON")
-	cmd.AddCommand(show)
+	cmd.AddCommand(show, newLedgerImportCmd(e), newLedgerDiscrepanciesCmd(e), newLedgerLostCmd(e))
 	return cmd
 }
 
@@ -121,45 +119,7 @@ func printLedger(w io.Writer, where string, l *ledger.Log) {
 	}
 }
 
-// readLedgerSource returns the ledger bytes from a ledger file or from
-// the first partition of a stick image, and a name for messages.
-func readLedgerSource(name string) ([]byte, string, error) {
-	fh, err := os.Open(name)
-	if err != nil {
-		return nil, "", fmt.Errorf("opening ledger: %w", err)
-	}
-	var head [512]byte
-	n, _ := io.ReadFull(fh, head[:])
-	fh.Close()
-	// A disk image has the MBR signature at 510; a ledger starts with '{'.
-	if n < 512 || head[510] != 0x55 || head[511] != 0xAA {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			return nil, "", fmt.Errorf("reading ledger: %w", err)
-		}
-		return b, name, nil
-	}
-	d, err := diskfs.Open(name, diskfs.WithOpenMode(diskfs.ReadOnly))
-	if err != nil {
-		return nil, "", fmt.Errorf("opening stick image %s: %w", name, err)
-	}
-	defer d.Close()
-	fsys, err := d.GetFilesystem(1)
-	if err != nil {
-		return nil, "", fmt.Errorf("reading the FAT of stick image %s: %w", name, err)
-	}
-	where := name + ":" + ledger.FileName
-	lf, err := fsys.OpenFile("/"+ledger.FileName, os.O_RDONLY)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), "not exist") || strings.Contains(err.Error(), "not found") {
-			return nil, "", fmt.Errorf("%s: no ledger (the stick has not booted a machine yet): %w", where, os.ErrNotExist)
-		}
-		return nil, "", fmt.Errorf("opening %s: %w", where, err)
-	}
-	defer lf.Close()
-	b, err := io.ReadAll(io.LimitReader(lf, 64<<20))
-	if err != nil {
-		return nil, "", fmt.Errorf("reading %s: %w", where, err)
-	}
-	return b, where, nil
-}
+// readLedgerSource returns the ledger bytes from a ledger file, a mounted
+// stick's directory or the first partition of a stick image, and a name
+// for messages.
+func readLedgerSource(name string) ([]byte, string, error) { return reconcile.ReadSource(name) }
