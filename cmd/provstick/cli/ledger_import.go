@@ -194,4 +194,3 @@ func newLedgerLostCmd(e *env) *cobra.Command {
 	cmd.Flags().BoolVar(&found, "found", false, "the stick was found again")
 	return cmd
 }
-
