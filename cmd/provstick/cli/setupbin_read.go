@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/provstick/provstick/internal/stickimage"
 	"github.com/provstick/provstick/setupbin"
 	"github.com/spf13/cobra"
 )
@@ -307,14 +309,18 @@ against what that firmware generation accepts.`,
 
 func newSetupbinConsumeCmd(e *env) *cobra.Command {
 	return &cobra.Command{
-		Use:   "consume FILE",
+		Use:   "consume FILE|IMAGE",
 		Short: "Consume the next record, exactly as the BIOS does",
 		Long: `consume does to the file what the BIOS does when a machine takes a record:
 it increments the consumed counter, zeroes the record's body and clears its
-valid bit, in place and crash-safely. For test sticks and simulations.`,
+valid bit, in place and crash-safely. For test sticks and simulations.
+
+FILE may also be a whole stick image (or stick device): setup.bin is then
+found where the BIOS finds it — the first partition's FAT32 root, in
+contiguous clusters — and consumed in place.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rec, err := setupbin.ConsumeFile(args[0])
+			rec, err := consumeFileOrImage(args[0])
 			if err != nil {
 				return fmt.Errorf("consuming a record of %s: %w", args[0], err)
 			}
@@ -403,4 +409,38 @@ func newSetupbinRepairCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// consumeFileOrImage consumes the next record of a setup.bin file, or of
+// the setup.bin inside a stick image when the file is one.
+func consumeFileOrImage(name string) (*setupbin.Record, error) {
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := fi.Size()
+	if size == 0 && !fi.Mode().IsRegular() { // a block device
+		if size, err = f.Seek(0, io.SeekEnd); err != nil {
+			return nil, err
+		}
+	}
+	ext, lerr := stickimage.Locate(f, size)
+	if lerr != nil {
+		if !errors.Is(lerr, stickimage.ErrLayout) {
+			return nil, lerr
+		}
+		// Not a stick image: the file is setup.bin itself.
+		f.Close()
+		return setupbin.ConsumeFile(name)
+	}
+	rec, err := setupbin.Consume(stickimage.View{F: f, Ext: ext}, ext.Size)
+	if err != nil {
+		return nil, fmt.Errorf("setup.bin at byte %d of the image: %w", ext.Offset, err)
+	}
+	return rec, f.Close()
 }
