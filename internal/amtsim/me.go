@@ -34,6 +34,9 @@ type MEOptions struct {
 	ResetDowntime time.Duration
 	// Seed makes garbage replies reproducible (default 1).
 	Seed uint64
+	// LME serves the LME client with the local WS-Man interface for
+	// host-based activation (hostbased.go); false: no such client (ENOTTY).
+	LME bool
 }
 
 // MEServer serves the ME side of one [Device] on any number of streams.
@@ -51,6 +54,7 @@ type MEServer struct {
 	delay         time.Duration
 	rng           *rand.Rand
 	removeHook    func()
+	local         localWSMan // the LME client, hostbased.go
 }
 
 // NewMEServer returns a server answering for dev.
@@ -340,6 +344,11 @@ func (s *MEServer) connect(client heci.GUID) (heci.Errno, int) {
 		return 0, AMTHIMaxMessageLen
 	case heci.MKHIClient:
 		return 0, MKHIMaxMessageLen
+	case heci.LMEClient:
+		if !s.opts.LME || !s.dev.shallow().AMTPresent {
+			return heci.ENOTTY, 0
+		}
+		return 0, LMEMaxMessageLen
 	}
 	return heci.ENOTTY, 0
 }
@@ -352,6 +361,8 @@ func (c *meConn) message(ch uint8, client heci.GUID, req []byte) error {
 		reply = s.amthi(req)
 	case heci.MKHIClient:
 		reply = s.mkhi(req)
+	case heci.LMEClient:
+		reply = s.lme(req)
 	}
 	f := s.faults()
 	if f.reset {

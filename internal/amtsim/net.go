@@ -81,6 +81,7 @@ type NetServer struct {
 	tlsCert     *tls.Certificate // after commit with TLS enabled
 	tlsCertFrom int              // certificate handle tlsCert was built from
 	removeHook  func()
+	pki         pkiState // the PKI path, pki*.go
 }
 
 // NewNetServer returns the network side of dev. It fills in the realm
@@ -324,6 +325,9 @@ func (s *NetServer) wrapTLS(c net.Conn) (net.Conn, error) {
 		return nil, errors.New("network stack restarting after commit")
 	}
 	st := s.dev.shallow()
+	if pkiTLS(st) {
+		return s.wrapPKI(c) // specs/pki.md §4
+	}
 	switch st.ProvisioningState {
 	case amthi.StateIn:
 		if st.PID == "" {

@@ -536,6 +536,8 @@ func (s *NetServer) register() {
 		}
 		return []any{auditInstance(*st.Net.Audit, true)}
 	})
+
+	s.registerPKI() // IPS_HostBasedSetupService, pki_wsman.go
 }
 
 // guardH wraps a Get or Put handler with the drop faults of its step.
