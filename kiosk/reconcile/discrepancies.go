@@ -165,7 +165,7 @@ func Discrepancies(ctx context.Context, st *store.Store, now time.Time) ([]Discr
 		}
 		out = append(out, Discrepancy{Kind: KindLostStick, Severity: SeverityWarning, Subject: "stick " + l.Label,
 			Detail: fmt.Sprintf("declared lost %s with %d entries still allocated", l.LostAt.UTC().Format(time.RFC3339), l.Allocated),
-			Advice: fmt.Sprintf("void them so that nobody can use the stick: provstick pool void --stick %s", l.Label),
+			Advice: fmt.Sprintf("void them so that nobody can use the stick: provstick ledger lost %s --void", l.Label),
 			At:     l.LostAt})
 	}
 	slices.SortStableFunc(out, func(a, b Discrepancy) int { return rank(a.Severity) - rank(b.Severity) })

@@ -414,6 +414,17 @@ func TestDiscrepanciesFromHellos(t *testing.T) {
 	if k := kinds(ds); k[KindNotInLedger] != 1 {
 		t.Errorf("after the import: %v", k)
 	}
+	// Voiding the lost stick's entries clears its discrepancy.
+	if n, err := p.s.VoidStick(ctx, "site-0002", "stick lost"); err != nil || n != 4 {
+		t.Fatalf("VoidStick: %d, %v", n, err)
+	}
+	ds, err = Discrepancies(ctx, p.s, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := kinds(ds); k[KindLostStick] != 0 {
+		t.Errorf("after voiding: %v", k)
+	}
 }
 
 func TestImportTooLarge(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/provstick/provstick/setupbin"
 )
 
 // LedgerImport is one reading of a stick's ledger.
@@ -404,4 +406,31 @@ func (s *Store) UnknownHelloPIDs(ctx context.Context) ([]HelloSummary, error) {
 		return nil, fmt.Errorf("listing hellos with unknown PIDs: %w", err)
 	}
 	return out, nil
+}
+
+// VoidStick voids every entry still allocated to a stick (one transaction
+// per entry, each with its event) and returns how many it voided.
+func (s *Store) VoidStick(ctx context.Context, label, reason string) (int, error) {
+	es, err := s.StickEntries(ctx, label)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range es {
+		if e.State != StateAllocated {
+			continue
+		}
+		pid, err := setupbin.ParsePID(e.PID)
+		if err != nil {
+			return n, fmt.Errorf("voiding stick %q: stored %w", label, err)
+		}
+		if err := s.Void(ctx, pid, reason); err != nil {
+			if errors.Is(err, ErrIllegalTransition) {
+				continue // consumed meanwhile
+			}
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

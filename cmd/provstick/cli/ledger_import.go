@@ -165,13 +165,13 @@ passphrase. The status is 1 when there is an alarm.`,
 
 func newLedgerLostCmd(e *env) *cobra.Command {
 	var sf storeFlags
-	var found bool
+	var found, void bool
 	cmd := &cobra.Command{
 		Use:   "lost LABEL",
 		Short: "Declare a stick lost (or --found again)",
 		Long: `lost records that a stick is lost. Its allocated entries stay allocated
 (a machine may still take one of its records) and are listed by
-"provstick ledger discrepancies" until voided.`,
+"provstick ledger discrepancies" until voided: --void voids them at once.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := openStore(cmd.Context(), e, &sf, false)
@@ -184,13 +184,21 @@ func newLedgerLostCmd(e *env) *cobra.Command {
 			}
 			if found {
 				fmt.Fprintf(e.stdout, "stick %s found again\n", args[0])
-			} else {
-				fmt.Fprintf(e.stdout, "stick %s declared lost\n", args[0])
+				return nil
+			}
+			fmt.Fprintf(e.stdout, "stick %s declared lost\n", args[0])
+			if void {
+				n, err := s.VoidStick(cmd.Context(), args[0], "stick "+args[0]+" lost")
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "voided %d allocated entries\n", n)
 			}
 			return nil
 		},
 	}
 	sf.register(cmd)
 	cmd.Flags().BoolVar(&found, "found", false, "the stick was found again")
+	cmd.Flags().BoolVar(&void, "void", false, "also void the entries still allocated to the stick")
 	return cmd
 }
