@@ -50,9 +50,12 @@ The recipe is a YAML file (see images/default.yaml) or the name of one in
 pool store (store.dsn) in one transaction and the store records the image
 hash; with --setupbin FILE a setup.bin you made is used as it is.
 
-Bootable recipes need an unpacked Debian linux-image package (--kernel-dir,
-default the cache scripts/install-deps.sh fills) and the static agent binary
-(--agent, default provstick-agent next to this program):
+Bootable recipes need Debian's kernel package and the static agent binary.
+Without --kernel-dir (an unpacked linux-image package) the recipe's
+kernel.package is fetched with apt-get download and unpacked with dpkg-deb
+into ${XDG_CACHE_HOME:-~/.cache}/provstick/kernels/, and reused from there.
+The agent (--agent, default provstick-agent next to this program) is built
+with:
   CGO_ENABLED=0 go build -o provstick-agent ./initramfs/agent/cmd/provstick-agent
 
 The same recipe, setup.bin and stick label give the same image bytes.
@@ -68,7 +71,7 @@ Write the image to sticks with provstick write.`,
 	fl.StringVar(&f.setupbin, "setupbin", "", "use this setup.bin `file` instead of drawing from the pool")
 	fl.StringVarP(&f.output, "output", "o", "", "image file to write")
 	fl.StringVar(&f.batch, "batch", "", "batch name for the manifest (e.g. a work order)")
-	fl.StringVar(&f.kernelDir, "kernel-dir", "", "unpacked linux-image package (default ${XDG_CACHE_HOME:-~/.cache}/provstick/vm-kernel)")
+	fl.StringVar(&f.kernelDir, "kernel-dir", "", "unpacked linux-image package (default: fetch the recipe's kernel.package into the cache)")
 	fl.StringVar(&f.agent, "agent", "", "static agent binary (default provstick-agent next to provstick)")
 	fl.BoolVar(&f.force, "force", false, "replace an existing image file")
 	f.store.register(c)
@@ -85,14 +88,6 @@ func resolveRecipe(name string) (string, error) {
 		return "", fmt.Errorf("flag --recipe: no recipe %q (looked for %s; give a file path)", name, p)
 	}
 	return p, nil
-}
-
-func defaultKernelDir() string {
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		return ""
-	}
-	return filepath.Join(cache, "provstick", "vm-kernel")
 }
 
 func defaultAgent() string {
@@ -130,40 +125,21 @@ func runBuild(ctx context.Context, e *env, f *buildFlags) (retErr error) {
 			return fmt.Errorf("%s exists (use --force to replace it)", f.output)
 		}
 	}
-	rp, err := resolveRecipe(f.recipe)
+	recipe, b, err := prepareBuilder(ctx, e, f.recipe, f.kernelDir, f.agent)
 	if err != nil {
-		return err
-	}
-	recipe, err := builder.LoadRecipe(rp)
-	if err != nil {
-		return err
-	}
-	opts := &builder.Options{KernelDir: f.kernelDir, Agent: f.agent, Logger: e.log}
-	if opts.KernelDir == "" {
-		opts.KernelDir = defaultKernelDir()
-	}
-	if opts.Agent == "" {
-		opts.Agent = defaultAgent()
-	}
-	b, err := builder.New(recipe, opts)
-	if err != nil {
-		return err
-	}
-	// Kernel, modules, agent and loaders first: nothing is drawn from
-	// the pool for a stick that cannot be built.
-	if _, err := b.Initramfs(); err != nil {
 		return err
 	}
 
 	label := f.stick
 	var sb []byte
+	var pids []string
 	var pool *store.Store
 	if fromPool {
 		if pool, err = openStore(ctx, e, &f.store, true); err != nil {
 			return err
 		}
 		defer pool.Close()
-		if sb, err = drawSetupBin(ctx, pool, f, recipe.Name); err != nil {
+		if sb, pids, err = drawSetupBin(ctx, pool, f.stick, f.records, f.profile, recipe.Name); err != nil {
 			return err
 		}
 		defer func() {
@@ -179,7 +155,7 @@ func runBuild(ctx context.Context, e *env, f *buildFlags) (retErr error) {
 			label = strings.TrimSuffix(filepath.Base(f.output), filepath.Ext(f.output))
 		}
 	}
-	res, err := b.Build(ctx, f.output, builder.Stick{ID: label, Batch: f.batch, SetupBin: sb})
+	res, err := b.Build(ctx, f.output, builder.Stick{ID: label, Batch: f.batch, SetupBin: sb, PIDs: pids})
 	if err != nil {
 		return err
 	}
@@ -198,34 +174,63 @@ func runBuild(ctx context.Context, e *env, f *buildFlags) (retErr error) {
 	return nil
 }
 
+// prepareBuilder loads the recipe and readies its boot files (fetching
+// the kernel if no directory is given): nothing is drawn from the pool
+// for a stick that cannot be built.
+func prepareBuilder(ctx context.Context, e *env, recipeName, kernelDir, agent string) (*builder.Recipe, *builder.Builder, error) {
+	rp, err := resolveRecipe(recipeName)
+	if err != nil {
+		return nil, nil, err
+	}
+	recipe, err := builder.LoadRecipe(rp)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := &builder.Options{KernelDir: kernelDir, Agent: agent, Logger: e.log, Packages: &builder.PackageCache{Logger: e.log}}
+	if opts.Agent == "" {
+		opts.Agent = defaultAgent()
+	}
+	b, err := builder.New(recipe, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := b.Prepare(ctx); err != nil {
+		return nil, nil, err
+	}
+	return recipe, b, nil
+}
+
 // drawSetupBin allocates the stick's entries in the store and writes
 // their setup.bin in memory, the way "setupbin create --from-pool" does.
-func drawSetupBin(ctx context.Context, pool *store.Store, f *buildFlags, recipe string) ([]byte, error) {
-	sf := &setupbinCreateFlags{profile: f.profile, currentPassword: string(setupbin.DefaultMEBxPassword), passwordLength: 16, scramble: "default"}
-	plan, err := planCreate(sf, uint32(f.records))
+// It returns the records' PIDs in record order too (for pids.json).
+func drawSetupBin(ctx context.Context, pool *store.Store, label string, records int, profile, recipe string) ([]byte, []string, error) {
+	sf := &setupbinCreateFlags{profile: profile, currentPassword: string(setupbin.DefaultMEBxPassword), passwordLength: 16, scramble: "default"}
+	plan, err := planCreate(sf, uint32(records))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	_, drawn, err := pool.AllocateStick(ctx, store.StickSpec{Label: f.stick, Recipe: recipe, Count: f.records, Profile: plan.prof.Name})
+	_, drawn, err := pool.AllocateStick(ctx, store.StickSpec{Label: label, Recipe: recipe, Count: records, Profile: plan.prof.Name})
 	if err != nil {
-		return nil, fmt.Errorf("drawing %d records for stick %s from the pool: %w", f.records, f.stick, err)
+		return nil, nil, fmt.Errorf("drawing %d records for stick %s from the pool: %w", records, label, err)
 	}
 	var buf bytes.Buffer
 	w, err := setupbin.NewWriter(&buf, plan.opts)
 	if err != nil {
-		return nil, fmt.Errorf("writing setup.bin: %w", err)
+		return nil, nil, fmt.Errorf("writing setup.bin: %w", err)
 	}
+	pids := make([]string, 0, len(drawn))
 	for i, d := range drawn {
 		_, rec, err := plan.record(d.PID, d.PPS, d.NewPassword, d.CurrentPassword)
 		if err != nil {
-			return nil, fmt.Errorf("stick %s record %d (PID %s): %w", f.stick, i+1, d.PID.Display(), err)
+			return nil, nil, fmt.Errorf("stick %s record %d (PID %s): %w", label, i+1, d.PID.Display(), err)
 		}
 		if err := w.AddRecord(rec); err != nil {
-			return nil, fmt.Errorf("writing setup.bin: record %d: %w", i, err)
+			return nil, nil, fmt.Errorf("writing setup.bin: record %d: %w", i, err)
 		}
+		pids = append(pids, d.PID.String())
 	}
 	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("writing setup.bin: %w", err)
+		return nil, nil, fmt.Errorf("writing setup.bin: %w", err)
 	}
-	return buf.Bytes(), nil
+	return buf.Bytes(), pids, nil
 }
