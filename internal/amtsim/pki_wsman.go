@@ -229,6 +229,9 @@ func (s *NetServer) registerPKI() {
 			}
 			n := &st.Net
 			n.AdminUser, n.AdminHA1, n.AdminSet = "admin", ha1, true
+			if !n.pend.mebx.IsZero() { // SetMEBxPassword staged during setup
+				st.MEBxPassword = n.pend.mebx
+			}
 			n.pend = pending{}
 			n.Commits++
 			n.Audit = &AuditRecord{Time: now.Add(n.ClockOffset), TLSMode: 1, ProvServerIP: ip,

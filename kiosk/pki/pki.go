@@ -199,8 +199,13 @@ func (s *Site) TLSCertificate() tls.Certificate {
 	return tls.Certificate{Certificate: s.Chain(), PrivateKey: s.key, Leaf: s.Leaf}
 }
 
-// Signer is the provisioning key.
-func (s *Site) Signer() crypto.Signer { return s.key }
+// Signer is the provisioning key (nil interface when not loaded).
+func (s *Site) Signer() crypto.Signer {
+	if s.key == nil {
+		return nil
+	}
+	return s.key
+}
 
 // SignNonces signs ConfigurationNonce || McNonce with the provisioning key,
 // RSA PKCS #1 v1.5 over SHA-256 (AdminSetup SigningAlgorithm 2, specs/pki.md §5).
