@@ -2,10 +2,14 @@ package kiosk
 
 import (
 	"context"
+	"encoding/hex"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -77,13 +81,15 @@ func BenchmarkProvisionSQLite(b *testing.B) { benchProvision(b, nil) }
 
 func BenchmarkProvisionPostgres(b *testing.B) { benchProvision(b, storetest.PostgresDSN) }
 
-// helloSenders sends b.N hellos from 8 goroutines, one TCP connection each,
-// as AMT does.
+var helloConns = flag.Int("kiosk.hello-senders", 8, "hello benchmarks: client goroutines, each sending one hello per TCP connection")
+
+// helloSenders sends b.N hellos from -kiosk.hello-senders goroutines, one
+// TCP connection per hello, as AMT does.
 func helloSenders(b *testing.B, addr string, msg []byte) {
 	var wg sync.WaitGroup
 	var left atomic.Int64
 	left.Store(int64(b.N))
-	for range 8 {
+	for range *helloConns {
 		wg.Go(func() {
 			for left.Add(-1) >= 0 {
 				c, err := net.Dial("tcp", addr)
@@ -103,7 +109,9 @@ func helloSenders(b *testing.B, addr string, msg []byte) {
 // is being handled) and recorded in the store's hello log (SQLite). The
 // timer stops when the last row is written.
 func BenchmarkHellos(b *testing.B) {
-	bn := newBench(b, benchOptions{n: 1, consume: true, logLevel: 12, noFleet: true})
+	// The flood limit is on but high: its cost is counted, all from one
+	// address pass.
+	bn := newBench(b, benchOptions{n: 1, consume: true, logLevel: 12, noFleet: true, floodRate: 1e9})
 	// Hold the one PID in flight so that every hello folds.
 	block := make(chan struct{})
 	defer close(block)
@@ -212,4 +220,76 @@ func waitLog(b *testing.B, bn *bench, before uint64) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// senderProcess sends b.N hellos to addr from a separate process (this
+// test binary as a hello sender), so that the kiosk's process CPU time
+// counts only the server side. It returns that CPU time.
+func senderProcess(b *testing.B, addr string, msg []byte, wait func()) time.Duration {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "PROVSTICK_HELLO_SENDER="+addr, fmt.Sprintf("PROVSTICK_HELLO_N=%d", b.N),
+		fmt.Sprintf("PROVSTICK_HELLO_CONNS=%d", *helloConns), "PROVSTICK_HELLO_MSG="+hex.EncodeToString(msg))
+	cmd.Stderr = os.Stderr
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("hello sender: %v", err)
+	}
+	wait()
+	b.StopTimer()
+	return cpuTime() - cpu0
+}
+
+// BenchmarkHellosServer is BenchmarkHellos with the clients in another
+// process: hellos/s, and the kiosk's own CPU time per hello (listener,
+// parse, fold, hello log in SQLite). 1e6 / cpu-us/hello is how many hellos
+// one core of the kiosk handles per second when the senders are other
+// machines, as on a real network.
+func BenchmarkHellosServer(b *testing.B) {
+	bn := newBench(b, benchOptions{n: 1, consume: true, logLevel: 12, noFleet: true, floodRate: 1e9})
+	block := make(chan struct{})
+	defer close(block)
+	bn.resolveHook = func(ctx context.Context) {
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+	}
+	bn.k.Provisioner().Submit(provision.Job{PID: bn.entries[0].PID.String(), UUID: bn.uuids[0]})
+	msg, _ := (&wire.Hello{Version: wire.VersionPSK, UUID: wire.UUID{1}, PID: bn.entries[0].PID.String()}).MarshalBinary()
+	before, _ := bn.k.HelloLogStats()
+	cpu := senderProcess(b, bn.k.o.HelloListener.Addr().String(), msg, func() { waitLog(b, bn, before) })
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hellos/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/hello")
+}
+
+// BenchmarkHellosServerPeer is the plain accept-read-close loop with the
+// clients in another process: its CPU time per hello is the floor.
+func BenchmarkHellosServerPeer(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	var got atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(io.Discard, c)
+				c.Close()
+				got.Add(1)
+			}()
+		}
+	}()
+	cpu := senderProcess(b, ln.Addr().String(), make([]byte, wire.SizePSK), func() {
+		for got.Load() < int64(b.N) {
+			time.Sleep(time.Millisecond)
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hellos/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/hello")
 }

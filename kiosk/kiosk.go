@@ -6,8 +6,8 @@
 // Every hello goes to the store's hello log with what became of it:
 // "queued" (a worker will provision the machine), "folded" (the machine is
 // being handled; its retry count is kept), "dropped" (queue full; the
-// machine says hello again), "pki" (logged; the PKI path comes later) or
-// "malformed: ...". A hello whose PID is not in the pool gets a second row,
+// machine says hello again), "pki" (logged; the PKI path comes later),
+// "malformed: ..." or "flood: ..." (one row per flooding source per 10 s). A hello whose PID is not in the pool gets a second row,
 // "unknown-pid", once a worker has looked it up, and a warning in the log.
 // Entry state changes (hello-seen, provisioned, failed) and step outcomes
 // go to the entry's history.
@@ -47,6 +47,14 @@ type Options struct {
 	// HelloReadTimeout and MaxHelloConnections: see kiosk/hello.
 	HelloReadTimeout    time.Duration
 	MaxHelloConnections int
+	// HelloFloodRate and HelloFloodBurst limit hellos per source address
+	// (see kiosk/hello: 0 → 100/s, burst 200; a negative rate turns the
+	// limit off). A flooding source gets one "flood: ..." row in the hello
+	// log per 10 s, not one per connection.
+	HelloFloodRate  float64
+	HelloFloodBurst int
+	// HelloAcceptors is how many goroutines accept hellos; 0 → 2.
+	HelloAcceptors int
 
 	// DNS, when not nil, is served on DNSConn (UDP) and DNSListener (TCP,
 	// optional).
@@ -116,7 +124,8 @@ func New(ctx context.Context, o Options) (*Kiosk, error) {
 		return nil, err
 	}
 	if k.listener, err = khello.New(khello.Options{Handler: k.onHello, ReadTimeout: o.HelloReadTimeout,
-		MaxConnections: o.MaxHelloConnections, Logger: k.log}); err != nil {
+		MaxConnections: o.MaxHelloConnections, Logger: k.log, FloodRate: o.HelloFloodRate, FloodBurst: o.HelloFloodBurst,
+		Acceptors: o.HelloAcceptors}); err != nil {
 		return nil, err
 	}
 	if o.DNS != nil {
@@ -144,6 +153,8 @@ func (k *Kiosk) HelloStats() khello.Stats { return k.listener.Stats() }
 func (k *Kiosk) onHello(_ context.Context, r khello.Received) {
 	rec := store.HelloRecord{At: r.At, Peer: r.Peer.String()}
 	switch {
+	case errors.Is(r.Err, khello.ErrFlood):
+		rec.Outcome = "flood: " + r.Err.Error()
 	case r.Err != nil:
 		rec.Outcome = "malformed: " + r.Err.Error()
 	default:

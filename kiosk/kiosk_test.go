@@ -86,6 +86,7 @@ type benchOptions struct {
 	concurrency int
 	keys        int  // distinct device keys (default 4)
 	noFleet     bool // no simulated machines (hello benchmarks)
+	floodRate   float64
 }
 
 func newBench(t testing.TB, o benchOptions) *bench {
@@ -132,7 +133,7 @@ func newBench(t testing.TB, o benchOptions) *bench {
 	addrs := map[string]string{} // UUID → 16993 address
 	var amu sync.Mutex
 	ready := make(chan struct{}) // closed once the fleet's addresses are known
-	k, err := New(ctx, Options{Store: s, Logger: log, HelloListener: ln, HelloFlush: 20 * time.Millisecond,
+	k, err := New(ctx, Options{Store: s, Logger: log, HelloListener: ln, HelloFlush: 20 * time.Millisecond, HelloFloodRate: o.floodRate,
 		Provision: provision.Options{Concurrency: max(16, o.concurrency), StepTimeout: 20 * time.Second, VerifyDelay: 20 * time.Millisecond, VerifyTimeout: 20 * time.Second,
 			Resolve: func(ctx context.Context, j provision.Job) (string, error) {
 				if b.resolveHook != nil {

@@ -30,6 +30,8 @@ import (
 const (
 	DefaultReadTimeout    = 5 * time.Second
 	DefaultMaxConnections = 256
+	DefaultFloodRate      = 100
+	DefaultFloodBurst     = 200
 )
 
 // Received is one message read from one connection.
@@ -42,6 +44,11 @@ type Received struct {
 
 // ErrTooLarge: the peer sent more than a hello can hold.
 var ErrTooLarge = errors.New("hello: message longer than any hello")
+
+// ErrFlood: a source sent hellos faster than Options.FloodRate; its
+// connections were closed unread. The Handler sees at most one such
+// Received per source per FloodReport, saying how many were dropped.
+var ErrFlood = errors.New("hello: flood from one address")
 
 // Options configure a Listener.
 type Options struct {
@@ -57,6 +64,19 @@ type Options struct {
 	// Logger: malformed hellos at warn, PKI hellos at info, PSK hellos at
 	// debug. nil discards.
 	Logger *slog.Logger
+	// FloodRate and FloodBurst bound the connections accepted from one
+	// source address (a token bucket per IP): FloodRate per second on
+	// average, FloodBurst at once. AMT says hello at most once a minute,
+	// so the defaults (100/s, burst 200) only stop a flood. Connections
+	// over the limit are closed unread and counted (Stats.Flooded).
+	// FloodRate < 0 turns the limit off.
+	FloodRate  float64
+	FloodBurst int
+	// FloodReport is how often a flooding source is reported to the
+	// Handler (Err wrapping ErrFlood); 0 → 10 s.
+	FloodReport time.Duration
+	// Acceptors is how many goroutines accept on the listener; 0 → 2.
+	Acceptors int
 }
 
 // Stats counts what the listener read.
@@ -65,6 +85,7 @@ type Stats struct {
 	PSK         uint64 // version-2 hellos
 	PKI         uint64 // version-3 hellos
 	Malformed   uint64 // everything else (too long, bad fields, timeouts)
+	Flooded     uint64 // connections closed unread: their source was over FloodRate
 }
 
 // Listener reads hellos.
@@ -72,7 +93,9 @@ type Listener struct {
 	o                        Options
 	log                      *slog.Logger
 	conns, psk, pki, malform atomic.Uint64
+	flooded                  atomic.Uint64
 	bufs                     sync.Pool
+	flood                    *limiter // nil: no limit
 }
 
 // New checks the options and returns a Listener.
@@ -86,7 +109,22 @@ func New(o Options) (*Listener, error) {
 	if o.MaxConnections <= 0 {
 		o.MaxConnections = DefaultMaxConnections
 	}
+	if o.FloodRate == 0 {
+		o.FloodRate = DefaultFloodRate
+	}
+	if o.FloodBurst <= 0 {
+		o.FloodBurst = DefaultFloodBurst
+	}
+	if o.FloodReport <= 0 {
+		o.FloodReport = 10 * time.Second
+	}
+	if o.Acceptors <= 0 {
+		o.Acceptors = 2
+	}
 	l := &Listener{o: o, log: o.Logger}
+	if o.FloodRate > 0 {
+		l.flood = newLimiter(o.FloodRate, o.FloodBurst, o.FloodReport)
+	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
 	}
@@ -96,7 +134,7 @@ func New(o Options) (*Listener, error) {
 
 // Stats returns the counters.
 func (l *Listener) Stats() Stats {
-	return Stats{Connections: l.conns.Load(), PSK: l.psk.Load(), PKI: l.pki.Load(), Malformed: l.malform.Load()}
+	return Stats{Connections: l.conns.Load(), PSK: l.psk.Load(), PKI: l.pki.Load(), Malformed: l.malform.Load(), Flooded: l.flooded.Load()}
 }
 
 // Serve accepts connections on ln until ctx ends (then it returns nil) or
@@ -110,6 +148,27 @@ func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	defer ln.Close()
 	sem := make(chan struct{}, l.o.MaxConnections)
+	errc := make(chan error, l.o.Acceptors)
+	var accepters sync.WaitGroup
+	for range l.o.Acceptors {
+		accepters.Go(func() {
+			if err := l.accept(ctx, ln, sem, &wg); err != nil {
+				errc <- err
+				cancel()
+			}
+		})
+	}
+	accepters.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// accept is one accepting goroutine.
+func (l *Listener) accept(ctx context.Context, ln net.Listener, sem chan struct{}, wg *sync.WaitGroup) error {
 	var tempDelay time.Duration
 	for {
 		select {
@@ -140,6 +199,20 @@ func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		tempDelay = 0
 		l.conns.Add(1)
+		if l.flood != nil {
+			peer := addrPort(c.RemoteAddr())
+			if ok, report := l.flood.allow(peer.Addr(), time.Now()); !ok {
+				c.Close()
+				<-sem
+				l.flooded.Add(1)
+				if report > 0 {
+					r := Received{At: time.Now(), Peer: peer, Err: fmt.Errorf("%d connections closed unread over %v/s: %w", report, l.o.FloodRate, ErrFlood)}
+					l.log.Warn("hello flood", "peer", peer.Addr().String(), "dropped", report)
+					l.o.Handler(ctx, r)
+				}
+				continue
+			}
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -1,0 +1,135 @@
+package hello
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	wire "github.com/provstick/provstick/internal/hello"
+)
+
+func TestLimiter(t *testing.T) {
+	l := newLimiter(2, 3, 10*time.Second)
+	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	t0 := time.Unix(1000, 0)
+	for i := range 3 {
+		if ok, _ := l.allow(a, t0); !ok {
+			t.Fatalf("burst hello %d refused", i)
+		}
+	}
+	ok, report := l.allow(a, t0)
+	if ok || report != 1 {
+		t.Fatalf("4th at once: ok %v report %d, want refused and reported", ok, report)
+	}
+	if ok, report := l.allow(a, t0.Add(100*time.Millisecond)); ok || report != 0 {
+		t.Fatalf("5th: ok %v report %d, want refused, report later", ok, report)
+	}
+	if ok, _ := l.allow(b, t0); !ok {
+		t.Fatal("another source refused")
+	}
+	if ok, _ := l.allow(a, t0.Add(time.Second)); !ok {
+		t.Fatal("after a second (2 tokens refilled) refused")
+	}
+	// The refusals since the first report are reported once the interval
+	// has passed.
+	l.allow(a, t0.Add(time.Second))
+	if ok, report := l.allow(a, t0.Add(time.Second)); ok || report != 0 {
+		t.Fatalf("within the interval: ok %v report %d", ok, report)
+	}
+	l.tokensFor(a, 0)
+	if ok, report := l.allow(a, t0.Add(11*time.Second)); ok || report != 3 {
+		t.Fatalf("after the interval: ok %v report %d, want refused, 3 reported", ok, report)
+	}
+}
+
+// tokensFor empties or sets a bucket (tests).
+func (l *limiter) tokensFor(a netip.Addr, n float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sources[a].tokens = n
+	l.sources[a].last = time.Unix(1<<40, 0)
+}
+
+func TestLimiterBoundedMemory(t *testing.T) {
+	l := newLimiter(1, 1, time.Second)
+	t0 := time.Unix(1000, 0)
+	for i := range maxSources + 100 {
+		var b [4]byte
+		b[0], b[1], b[2], b[3] = 10, byte(i>>16), byte(i>>8), byte(i)
+		l.allow(netip.AddrFrom4(b), t0)
+	}
+	if len(l.sources) > maxSources {
+		t.Fatalf("%d buckets", len(l.sources))
+	}
+}
+
+// TestListenerFlood: one address over the limit has its connections
+// closed unread, counted, and reported to the handler once; another
+// address is served meanwhile.
+func TestListenerFlood(t *testing.T) {
+	c := &collector{ch: make(chan struct{}, 100)}
+	l, err := New(Options{Handler: c.handle, ReadTimeout: time.Second, FloodRate: 0.001, FloodBurst: 3, FloodReport: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- l.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	psk, _ := (&wire.Hello{Version: wire.VersionPSK, UUID: wire.UUID{1}, PID: "ABCD2345"}).MarshalBinary()
+	for range 10 {
+		send(t, ln.Addr().String(), psk, true)
+	}
+	// Another source (any 127/8 address is the loopback on Linux).
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	oc, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	oc.Write(psk)
+	oc.Close()
+	deadline := time.After(5 * time.Second)
+	for {
+		s := l.Stats()
+		if s.Connections == 11 && s.PSK == 4 {
+			break
+		}
+		select {
+		case <-c.ch:
+		case <-deadline:
+			t.Fatalf("stats %+v", s)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if s := l.Stats(); s.Flooded != 7 || s.Malformed != 0 {
+		t.Errorf("stats %+v", s)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	floods, other := 0, false
+	for _, r := range c.rs {
+		if errors.Is(r.Err, ErrFlood) {
+			floods++
+		}
+		if r.Err == nil && r.Peer.Addr() == netip.MustParseAddr("127.0.0.2") {
+			other = true
+		}
+	}
+	if floods != 1 || !other {
+		t.Errorf("flood reports %d (want 1), other source served %v", floods, other)
+	}
+}
