@@ -78,6 +78,24 @@ type Result struct {
 	// spent on the ME.
 	Started            time.Time
 	Elapsed, MEElapsed time.Duration
+	// Phases is where Elapsed went, in order: manifest+ledger, setupbin,
+	// me, dmi+nic, tpm, write (append with fsync of file and directory).
+	Phases []Phase
+}
+
+// Phase is one step of Run and how long it took.
+type Phase struct {
+	Name    string
+	Elapsed time.Duration
+}
+
+// PhasesString formats phases as "name 12ms, name 3ms".
+func PhasesString(ps []Phase) string {
+	var parts []string
+	for _, p := range ps {
+		parts = append(parts, fmt.Sprintf("%s %v", p.Name, p.Elapsed.Round(time.Millisecond)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Run does the whole job once. An error means nothing was written to the
@@ -85,6 +103,13 @@ type Result struct {
 // ends up in the ledger line and the message.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
+	var phases []Phase
+	lap := start
+	phase := func(name string) {
+		now := time.Now()
+		phases = append(phases, Phase{name, now.Sub(lap)})
+		lap = now
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -110,6 +135,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		rec.Missing = append(rec.Missing, ledger.Missing{Source: src, Reason: err.Error()})
 	}
 
+	phase("ledger")
 	sb, sbErr := openSetupBin(cfg.Root)
 	if sbErr != nil {
 		rec.Case = ledger.CaseUnknown
@@ -118,6 +144,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		attribute(rec, sb, lg.Last(), man, cfg.Root, miss)
 	}
 
+	phase("setupbin")
 	meStart := time.Now()
 	if info, err := queryME(ctx, cfg, log); err != nil {
 		miss("amt", err)
@@ -125,6 +152,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		rec.AMT = amtFromInfo(info)
 	}
 	meElapsed := time.Since(meStart)
+	phase("me")
 
 	if cfg.DMI == nil {
 		miss("dmi", errors.New("no DMI reader"))
@@ -140,17 +168,22 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	} else {
 		rec.MACs = m
 	}
+	phase("dmi+nic")
 	if cfg.TPM == nil {
 		miss("tpm", ErrNoTPM)
 	} else if t, err := cfg.TPM.ReadEK(ctx); err != nil {
 		miss("tpm", err)
 	} else {
 		rec.TPM = t
-		if !t.EKCert {
+		switch {
+		case !t.EKCert:
 			miss("tpm-ek-cert", errors.New("no EK certificate in the TPM's NV storage"))
+		case t.EKCertError != "":
+			miss("tpm-ek-cert", fmt.Errorf("an EK certificate is in NV but could not be read: %s", t.EKCertError))
 		}
 	}
 
+	phase("tpm")
 	rec.Time = now().UTC()
 	if !ClockPlausible(rec.Time) {
 		miss("clock", fmt.Errorf("the machine's clock says %s (RTC battery flat or clock never set); this line's time is wrong", rec.Time.Format(time.RFC3339)))
@@ -160,10 +193,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, fmt.Errorf("before writing the ledger: %w", err)
 		}
 	}
+	lap = time.Now() // the hold is not the write's time
 	if err := ledger.Append(ledgerPath, rec); err != nil {
 		return nil, fmt.Errorf("writing the ledger on stick %s: %w", man.Stick, err)
 	}
-	res := &Result{Record: rec, Ledger: lg, Started: start, Elapsed: time.Since(start), MEElapsed: meElapsed}
+	phase("write")
+	res := &Result{Record: rec, Ledger: lg, Started: start, Elapsed: time.Since(start), MEElapsed: meElapsed, Phases: phases}
 	if sb != nil {
 		res.OK, res.Message = render(rec, lg, sb.Header)
 	} else {

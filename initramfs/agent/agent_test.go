@@ -21,7 +21,7 @@ import (
 
 // stick makes a temporary directory that looks like a mounted stick with
 // n records and returns it with the records' PSKs.
-func stick(t *testing.T, n int, pidsFile bool) (string, []setupbin.PSK) {
+func stick(t testing.TB, n int, pidsFile bool) (string, []setupbin.PSK) {
 	t.Helper()
 	root := t.TempDir()
 	data, psks := setupbintest.File(t, setupbintest.Options{Records: n, Seed: 7})
@@ -45,7 +45,7 @@ func stick(t *testing.T, n int, pidsFile bool) (string, []setupbin.PSK) {
 	return root, psks
 }
 
-func consume(t *testing.T, root string, n int) {
+func consume(t testing.TB, root string, n int) {
 	t.Helper()
 	for range n {
 		if _, err := setupbin.ConsumeFile(filepath.Join(root, SetupBinName)); err != nil {
@@ -56,7 +56,7 @@ func consume(t *testing.T, root string, n int) {
 
 // simulator serves one simulated machine on a Unix socket and returns its
 // heci address.
-func simulator(t *testing.T, st amtsim.State) (string, *amtsim.Device) {
+func simulator(t testing.TB, st amtsim.State) (string, *amtsim.Device) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "me.sock")
 	ln, err := amtsim.Listen("unix://" + sock)
@@ -97,7 +97,7 @@ func (f fakeTPM) ReadEK(context.Context) (*ledger.TPM, error) {
 	return f.t, nil
 }
 
-func config(t *testing.T, root, addr string) Config {
+func config(t testing.TB, root, addr string) Config {
 	return Config{
 		Root: root, MEAddress: addr, METimeout: 5 * time.Second,
 		DMI:    fakeDMI{d: &ledger.DMI{Vendor: "LENOVO", Model: "M92p", Serial: "MJ01", SystemUUID: "4b529b93-d413-181d-e487-1c697a6b7a2b"}},
@@ -109,7 +109,7 @@ func config(t *testing.T, root, addr string) Config {
 }
 
 // inSetup is the simulator after the BIOS applied a record.
-func inSetup(t *testing.T, pid string) amtsim.State {
+func inSetup(t testing.TB, pid string) amtsim.State {
 	st := amtsim.DefaultState()
 	st.ProvisioningState = amthi.StateIn
 	st.PID = pid

@@ -45,23 +45,28 @@ func ResultScreen(res *Result) Screen {
 		s.Kind, s.Title = ScreenProblem, "PROBLEM - READ BELOW"
 	}
 	if res.Record != nil {
-		s.Lines = append(s.Lines, fmt.Sprintf("Stick %s, ledger line %d.", res.Record.Stick, res.Record.Seq))
+		s.Lines = append(s.Lines, "Stick: "+res.Record.Stick)
 	}
 	return s
 }
 
-// ANSI SGR colours: foreground, background.
-func (k ScreenKind) colours() (fg, bg int) {
+// sgr is the bar's ANSI SGR attributes. Black text is never bold: on
+// VGA, bold black is dark grey, unreadable on green.
+func (k ScreenKind) sgr() string {
 	switch k {
 	case ScreenDone:
-		return 30, 42
+		return "0;30;42"
 	case ScreenAttention:
-		return 30, 43
+		return "0;30;43"
 	case ScreenProblem:
-		return 37, 41
+		return "1;37;41"
 	}
-	return 37, 44
+	return "1;37;44"
 }
+
+// strong lines are drawn bright: what the technician must do or must not
+// miss.
+var strong = []string{"Remove the stick", "PROBLEM", "WARNING", "Do not use this stick"}
 
 const (
 	esc        = "\x1b["
@@ -81,11 +86,10 @@ func FooterRow(rows int) int { return max(rows-1, 1) }
 // rows characters (the whole screen is redrawn).
 func (s Screen) Render(cols, rows int) []byte {
 	cols, rows = max(cols, 40), max(rows, 10)
-	fg, bg := s.Kind.colours()
 	var b strings.Builder
 	b.WriteString(noBlank + hideCursor + clearAll)
 	bar := func(text string) {
-		fmt.Fprintf(&b, esc+"1;%d;%dm%s"+esc+"0m\r\n", fg, bg, pad(text, cols))
+		fmt.Fprintf(&b, esc+"%sm%s"+esc+"0m\r\n", s.Kind.sgr(), pad(text, cols))
 	}
 	bar("")
 	bar("  " + toConsole(s.Title))
@@ -108,7 +112,13 @@ func (s Screen) Render(cols, rows int) []byte {
 			b.WriteString("\r\n")
 			row++
 		}
-		put("", l)
+		attr := ""
+		for _, p := range strong {
+			if strings.HasPrefix(l, p) {
+				attr = esc + "1m"
+			}
+		}
+		put(attr, l)
 	}
 	if s.Footer != "" {
 		b.Write(s.FooterUpdate(cols, rows))
@@ -119,8 +129,7 @@ func (s Screen) Render(cols, rows int) []byte {
 // FooterUpdate redraws only the footer row (the countdown).
 func (s Screen) FooterUpdate(cols, rows int) []byte {
 	cols, rows = max(cols, 40), max(rows, 10)
-	fg, bg := s.Kind.colours()
-	return fmt.Appendf(nil, esc+"%d;1H"+esc+"1;%d;%dm%s"+esc+"0m", FooterRow(rows), fg, bg, pad("  "+toConsole(s.Footer), cols))
+	return fmt.Appendf(nil, esc+"%d;1H"+esc+"%sm%s"+esc+"0m", FooterRow(rows), s.Kind.sgr(), pad("  "+toConsole(s.Footer), cols))
 }
 
 func pad(s string, n int) string {

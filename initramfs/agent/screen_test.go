@@ -44,7 +44,7 @@ func TestScreenRender(t *testing.T) {
 	}
 	s.Footer = "Powering off in 9 s"
 	out := string(s.Render(80, 25))
-	for _, want := range []string{"\x1b[2J", "\x1b[1;30;42m", "Record 17 (PID 0000-037M) →", "Remove the stick;", "Stick s-1, ledger line 3.", "\x1b[24;1H", "Powering off in 9 s"} {
+	for _, want := range []string{"\x1b[2J", "\x1b[0;30;42m", "Record 17 (PID 0000-037M) →", "Remove the stick;", "Stick: s-1", "\x1b[24;1H", "Powering off in 9 s"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendered screen lacks %q:\n%q", want, out)
 		}

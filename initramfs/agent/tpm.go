@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -58,9 +59,66 @@ func ReadEK(ctx context.Context, tpm transport.TPM) (*ledger.TPM, error) {
 	}
 	// Any failure here (usually TPM_RC_HANDLE: no such index) means no
 	// certificate we could hand on; it is not an error.
-	_, err = tpm2.NVReadPublic{NVIndex: tpm2.TPMHandle(EKCertIndex)}.Execute(tpm)
+	nv, err := tpm2.NVReadPublic{NVIndex: tpm2.TPMHandle(EKCertIndex)}.Execute(tpm)
 	t.EKCert = err == nil
+	if t.EKCert {
+		if der, err := readEKCert(ctx, tpm, nv); err != nil {
+			t.EKCertError = err.Error()
+		} else {
+			sum := sha256.Sum256(der)
+			t.EKCertDER, t.EKCertSHA256 = der, hex.EncodeToString(sum[:])
+			if c, err := x509.ParseCertificate(der); err == nil {
+				t.EKCertIssuer = c.Issuer.String()
+			}
+		}
+	}
 	return t, nil
+}
+
+// maxEKCert bounds the NV read: EK certificates are 1–2 KB.
+const maxEKCert = 8 << 10
+
+// nvChunk is the NV read size: the PC Client profile guarantees 512
+// (TPM_PT_NV_BUFFER_MAX may be larger).
+const nvChunk = 512
+
+// readEKCert reads the certificate at EKCertIndex with the index's own
+// (empty) authorization, as the TCG EK credential profile provisions it,
+// and cuts NV padding after the DER SEQUENCE.
+func readEKCert(ctx context.Context, tpm transport.TPM, nv *tpm2.NVReadPublicResponse) ([]byte, error) {
+	pub, err := nv.NVPublic.Contents()
+	if err != nil {
+		return nil, fmt.Errorf("decoding the EK certificate's NV public area: %w", err)
+	}
+	size := int(pub.DataSize)
+	if size == 0 || size > maxEKCert {
+		return nil, fmt.Errorf("EK certificate NV index holds %d bytes", size)
+	}
+	der := make([]byte, 0, size)
+	for len(der) < size {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		n := min(nvChunk, size-len(der))
+		rsp, err := tpm2.NVRead{
+			AuthHandle: tpm2.AuthHandle{Handle: pub.NVIndex, Name: nv.NVName, Auth: tpm2.PasswordAuth(nil)},
+			NVIndex:    tpm2.NamedHandle{Handle: pub.NVIndex, Name: nv.NVName},
+			Size:       uint16(n),
+			Offset:     uint16(len(der)),
+		}.Execute(tpm)
+		if err != nil {
+			return nil, fmt.Errorf("reading the EK certificate from NV at offset %d: %w", len(der), err)
+		}
+		if len(rsp.Data.Buffer) == 0 || len(rsp.Data.Buffer) > n {
+			return nil, fmt.Errorf("reading the EK certificate from NV at offset %d: %d bytes for %d", len(der), len(rsp.Data.Buffer), n)
+		}
+		der = append(der, rsp.Data.Buffer...)
+	}
+	var raw asn1.RawValue
+	if _, err := asn1.Unmarshal(der, &raw); err != nil {
+		return nil, fmt.Errorf("the EK certificate in NV is not DER: %w", err)
+	}
+	return raw.FullBytes, nil
 }
 
 // DeviceTPM is the TPMReader for the machine's TPM: the first of Paths

@@ -1,9 +1,17 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -110,8 +118,41 @@ func TestReadEKSwtpm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.EKCert || c.EKSHA256 != a.EKSHA256 {
-		t.Errorf("with a certificate index: %+v", c)
+	if !c.EKCert || c.EKSHA256 != a.EKSHA256 || c.EKCertError == "" || c.EKCertDER != nil {
+		t.Errorf("with an unwritten certificate index: %+v", c)
+	}
+	// Now a real certificate, padded in NV as some vendors do.
+	if _, err := (tpm2.NVUndefineSpace{AuthHandle: tpm2.TPMRHOwner, NVIndex: tpm2.NamedHandle{Handle: tpm2.TPMHandle(EKCertIndex), Name: nvName(t, tpm)}}).Execute(tpm); err != nil {
+		t.Fatalf("undefining: %v", err)
+	}
+	der := testCert(t)
+	data := append(der, 0xff, 0xff, 0xff)
+	def.PublicInfo = tpm2.New2B(tpm2.TPMSNVPublic{
+		NVIndex: tpm2.TPMHandle(EKCertIndex), NameAlg: tpm2.TPMAlgSHA256,
+		Attributes: tpm2.TPMANV{OwnerWrite: true, OwnerRead: true, AuthRead: true, AuthWrite: true, NoDA: true, NT: tpm2.TPMNTOrdinary},
+		DataSize:   uint16(len(data)),
+	})
+	if _, err := def.Execute(tpm); err != nil {
+		t.Fatalf("defining the EK certificate index: %v", err)
+	}
+	for off := 0; off < len(data); off += 512 {
+		name := nvName(t, tpm)
+		if _, err := (tpm2.NVWrite{
+			AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(EKCertIndex), Name: name, Auth: tpm2.PasswordAuth(nil)},
+			NVIndex:    tpm2.NamedHandle{Handle: tpm2.TPMHandle(EKCertIndex), Name: name},
+			Data:       tpm2.TPM2BMaxNVBuffer{Buffer: data[off:min(off+512, len(data))]},
+			Offset:     uint16(off),
+		}).Execute(tpm); err != nil {
+			t.Fatalf("writing the certificate at %d: %v", off, err)
+		}
+	}
+	c, err = ReadEK(ctx, tpm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(der)
+	if !c.EKCert || c.EKCertError != "" || !bytes.Equal(c.EKCertDER, der) || c.EKCertSHA256 != hex.EncodeToString(sum[:]) || c.EKCertIssuer != "CN=Test EK CA" {
+		t.Errorf("with a certificate: cert %v err %q sha %s issuer %q (%d bytes, want %d)", c.EKCert, c.EKCertError, c.EKCertSHA256, c.EKCertIssuer, len(c.EKCertDER), len(der))
 	}
 	// The transient EK objects were flushed: none left.
 	caps, err := tpm2.GetCapability{Capability: tpm2.TPMCapHandles, Property: uint32(tpm2.TPMHTTransient) << 24, PropertyCount: 8}.Execute(tpm)
@@ -179,4 +220,29 @@ func TestRunWithSwtpm(t *testing.T) {
 		t.Errorf("TPM %+v, missing %v", tp, res.Record.Missing)
 	}
 	t.Logf("start → ledger fsync with swtpm and the ME simulator: %v (ME %v)", res.Elapsed, res.MEElapsed)
+}
+
+func nvName(t *testing.T, tpm transport.TPM) tpm2.TPM2BName {
+	t.Helper()
+	r, err := tpm2.NVReadPublic{NVIndex: tpm2.TPMHandle(EKCertIndex)}.Execute(tpm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.NVName
+}
+
+// testCert is a self-signed certificate of about an EK certificate's size.
+func testCert(t *testing.T) []byte {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "Test EK CA"},
+		NotBefore: time.Unix(1700000000, 0), NotAfter: time.Unix(2000000000, 0)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
 }

@@ -38,6 +38,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -51,7 +52,10 @@ type bootResult struct {
 	name                   string
 	ready, ledgerAt, total time.Duration
 	agentLine              string // the agent's "ledger: line …" console line
-	screenshot, ocrText    string
+	// From the guest's own lines: time since boot at "ready" and the
+	// module loading before it; init start → fsync, Run, the ME part.
+	sinceBoot, modules, initToFsync, run, me time.Duration
+	screenshot, ocrText                      string
 }
 
 func TestVMAgent(t *testing.T) {
@@ -161,8 +165,10 @@ func TestVMAgent(t *testing.T) {
 		}
 	}
 	for _, r := range results {
-		t.Logf("%-22s QEMU start → ready %5.1f s, → ledger fsync %5.1f s, → exit %5.1f s; agent: %s", r.name,
-			r.ready.Seconds(), r.ledgerAt.Seconds(), r.total.Seconds(), r.agentLine)
+		t.Logf("%-22s QEMU start → ready %5.1f s, → ledger fsync %5.1f s, → exit %5.1f s; firmware+loader %5.1f s, kernel to init %5.1f s, modules %5.1f s; agent: %s", r.name,
+			r.ready.Seconds(), r.ledgerAt.Seconds(), r.total.Seconds(), (r.ready - r.sinceBoot).Seconds(), (r.sinceBoot - r.modules).Seconds(), r.modules.Seconds(), r.agentLine)
+		fmt.Printf("BENCH boot=%s qemu_to_ready=%.2f qemu_to_fsync=%.2f firmware_loader=%.2f kernel_to_init=%.2f modules=%.2f agent_init_to_fsync=%.2f agent_run=%.2f agent_me=%.2f\n", r.name,
+			r.ready.Seconds(), r.ledgerAt.Seconds(), (r.ready - r.sinceBoot).Seconds(), (r.sinceBoot - r.modules).Seconds(), r.modules.Seconds(), r.initToFsync.Seconds(), r.run.Seconds(), r.me.Seconds())
 	}
 	t.Logf("load average: %s", loadAvg())
 }
@@ -201,6 +207,12 @@ func bootOnce(t *testing.T, img string, uefi bool, m *machine, shot bool, wantOC
 	for _, l := range strings.Split(out, "\n") {
 		if i := strings.Index(l, "provstick: ledger: line"); i >= 0 {
 			r.agentLine = strings.TrimSpace(l[i+len("provstick: "):])
+			if m := agentLineRE.FindStringSubmatch(l); m != nil {
+				r.run, r.me, r.initToFsync = dur(m[1]), dur(m[2]), dur(m[3])
+			}
+		}
+		if m := readyLineRE.FindStringSubmatch(l); m != nil {
+			r.modules, r.sinceBoot = dur(m[1]), dur(m[2])
 		}
 	}
 	if err != nil || r.ledgerAt == 0 {
@@ -242,6 +254,16 @@ func checkScreen(t *testing.T, v *vm, want []string) (png, text string, err erro
 		time.Sleep(time.Second)
 	}
 	return "", text, nil
+}
+
+var (
+	agentLineRE = regexp.MustCompile(`written in (\S+), of which ME (\S+); init start to fsync (\S+),`)
+	readyLineRE = regexp.MustCompile(`provstick: ready: .* failed, (\S+) after init started, (\S+) since boot`)
+)
+
+func dur(s string) time.Duration {
+	d, _ := time.ParseDuration(s)
+	return d
 }
 
 func loadAvg() string {

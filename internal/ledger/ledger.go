@@ -146,6 +146,13 @@ type TPM struct {
 	EKSHA256 string `json:"ek_sha256"`
 	EKCert   bool   `json:"ek_cert"` // an EK certificate is in NV
 	Device   string `json:"device,omitempty"`
+	// The EK certificate when one is in NV and readable: its DER bytes
+	// (base64 in JSON), SHA-256 (hex) and issuer; EKCertError says why a
+	// certificate that is there could not be read.
+	EKCertDER    []byte `json:"ek_cert_der,omitempty"`
+	EKCertSHA256 string `json:"ek_cert_sha256,omitempty"`
+	EKCertIssuer string `json:"ek_cert_issuer,omitempty"`
+	EKCertError  string `json:"ek_cert_error,omitempty"`
 }
 
 // Missing is one source that gave nothing.

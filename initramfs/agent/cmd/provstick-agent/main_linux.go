@@ -103,13 +103,15 @@ func work(initStart time.Time, boot agent.Boot, log *slog.Logger, say func(strin
 			say("%v", err)
 		}
 	}()
+	conf := readAgentConf(root)
 	if countdown < 0 {
-		countdown = stickCountdown(root)
+		countdown = conf.countdown()
 	}
 	say("stick %s found in %v", man.Stick, time.Since(findStart).Round(time.Millisecond))
 	res, err := agent.Run(context.Background(), agent.Config{
 		Root:        root,
 		MEAddress:   boot.MEAddress,
+		METimeout:   conf.meWait(),
 		DMI:         agent.SysDMI{},
 		NICs:        agent.SysNICs{},
 		TPM:         agent.DeviceTPM{},
@@ -129,6 +131,7 @@ func work(initStart time.Time, boot agent.Boot, log *slog.Logger, say func(strin
 	say("ledger: line %d (%s) written in %v, of which ME %v; init start to fsync %v, stick search %v; %s since boot", res.Record.Seq, res.Record.Case,
 		res.Elapsed.Round(time.Millisecond), res.MEElapsed.Round(time.Millisecond), time.Since(initStart).Round(time.Millisecond),
 		res.Started.Sub(findStart).Round(time.Millisecond), uptime())
+	say("agent phases: %s", agent.PhasesString(res.Phases))
 	scr := agent.ResultScreen(res)
 	title := "DONE"
 	if !res.OK {
@@ -182,17 +185,36 @@ func banner(say func(string, ...any), title string, lines []string) {
 	say("result: %s", title)
 }
 
-// stickCountdown reads "countdown" from provstick/agent.json (the recipe's
-// agent.countdown); 10 if absent.
-func stickCountdown(root string) int {
-	var conf struct {
-		Countdown *int `json:"countdown"`
-	}
+// agentConf is provstick/agent.json (the recipe's agent section).
+type agentConf struct {
+	// Countdown is the seconds before powering off; nil: 10.
+	Countdown *int `json:"countdown"`
+	// MEWait bounds the wait for the ME to answer (it may still be
+	// resetting after the BIOS applied the record); nil: 30 s.
+	MEWait *int `json:"me_wait"`
+}
+
+func readAgentConf(root string) agentConf {
+	var c agentConf
 	b, err := os.ReadFile(filepath.Join(root, "provstick", "agent.json"))
-	if err == nil && json.Unmarshal(b, &conf) == nil && conf.Countdown != nil && *conf.Countdown >= 0 && *conf.Countdown <= 3600 {
-		return *conf.Countdown
+	if err == nil && len(b) < 64<<10 {
+		json.Unmarshal(b, &c) //nolint:errcheck // a bad file means defaults
+	}
+	return c
+}
+
+func (c agentConf) countdown() int {
+	if c.Countdown != nil && *c.Countdown >= 0 && *c.Countdown <= 3600 {
+		return *c.Countdown
 	}
 	return 10
+}
+
+func (c agentConf) meWait() time.Duration {
+	if c.MEWait != nil && *c.MEWait > 0 && *c.MEWait <= 600 {
+		return time.Duration(*c.MEWait) * time.Second
+	}
+	return 30 * time.Second
 }
 
 func finish(boot agent.Boot, countdown int, con *agent.Console, say func(string, ...any)) {
@@ -237,7 +259,7 @@ func loadModules(say func(string, ...any)) (loaded, failed int) {
 		if name == "" || strings.Contains(name, "/") {
 			continue
 		}
-		if err := finitModule(filepath.Join(moduleDir, name)); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := finitModule(filepath.Join(moduleDir, name), moduleParams[moduleName(name)]); err != nil && !errors.Is(err, unix.EEXIST) {
 			say("loading module %s: %v", name, err)
 			failed++
 			continue
@@ -247,13 +269,29 @@ func loadModules(say func(string, ...any)) (loaded, failed int) {
 	return loaded, failed
 }
 
-func finitModule(path string) error {
+// moduleParams are the parameters the agent loads modules with.
+// usb-storage waits delay_use seconds (default 1) after a device appears
+// before scanning it, for old sticks that need settling; the stick has
+// just been read by the firmware and boot loader, so it is settled, and
+// the wait would be a second of every boot.
+var moduleParams = map[string]string{"usb_storage": "delay_use=0"}
+
+// moduleName turns the order file's "07-usb_storage.ko" into "usb_storage".
+func moduleName(file string) string {
+	n := strings.TrimSuffix(file, ".ko")
+	if i := strings.IndexByte(n, '-'); i >= 0 && i < 4 {
+		n = n[i+1:]
+	}
+	return strings.ReplaceAll(n, "-", "_")
+}
+
+func finitModule(path, params string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return unix.FinitModule(int(f.Fd()), "", 0)
+	return unix.FinitModule(int(f.Fd()), params, 0)
 }
 
 func readCmdline() string {

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Figures for the agent (issue 8), each against its peer in the same run:
+#   boot: QEMU (TCG) start → the agent's ledger fsync marker on the serial
+#         console, for the default image under SeaBIOS (legacy) and OVMF
+#         (UEFI) with swtpm and the ME simulator attached (TestVMAgent's
+#         boots 1–3; boot 4 has no TPM), split into firmware + boot loader,
+#         kernel to /init, module loading and the agent; the peer is the
+#         same boot's "provstick: ready" line (init up, modules loaded: what
+#         a minimal agent reaches). Goals: ≤ 12 s to the ledger, ≤ 2 s agent
+#         start → fsync excluding the ME.
+#   run:  the agent library's whole run on a stick directory on this disk
+#         (ME simulator over a Unix socket) vs the bare ledger append with
+#         fsync (Go benchmarks, median of COUNT).
+# COUNT (default 5) tunes the Go benchmark; BOOTS=0 skips the VM part.
+# TCG timings depend on load: the load average is printed before and after.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${COUNT:-5}
+boots=${BOOTS:-1}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+echo "bench-agent: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+go test -run '^$' -bench 'BenchmarkRun|BenchmarkAppendOnly' -benchtime=50x -count "$count" ./initramfs/agent >"$tmp/bench.txt"
+median() {
+	grep -E "^$1-[0-9]+ " "$tmp/bench.txt" | awk '{print $3/1e6}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+run=$(median BenchmarkRun)
+app=$(median BenchmarkAppendOnly)
+awk -v r="$run" -v a="$app" -v c="$count" 'BEGIN {
+	printf "agent run on the host (median of %d x 50)\n", c
+	printf "  %-52s %8.2f ms\n", "agent.Run (manifest, ledger, setup.bin, ME, append)", r
+	printf "  %-52s %8.2f ms\n", "peer: ledger.Append alone (write + 2 fsyncs)", a
+	printf "  %-52s %8.2f\n", "ratio", r / a
+}'
+
+if [ "$boots" != 0 ]; then
+	go test -count=1 -run '^TestVMAgent$' -v -timeout 30m ./initramfs/agent >"$tmp/vm.txt" 2>&1 || {
+		cat "$tmp/vm.txt" >&2
+		exit 1
+	}
+	echo "boot to ledger under TCG (TestVMAgent; s from QEMU start)"
+	grep '^BENCH ' "$tmp/vm.txt" | sed 's/^BENCH //' | awk '{
+		for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+		own = v["agent_init_to_fsync"] - v["agent_me"]
+		printf "  %-20s ledger fsync %5.1f s (goal 12)  peer ready %5.1f s  ratio %.2f | firmware+loader %5.1f  kernel %4.1f  modules %4.1f  agent init→fsync %4.2f (ME %4.2f, own %4.2f, goal 2)\n",
+			v["boot"], v["qemu_to_fsync"], v["qemu_to_ready"], v["qemu_to_fsync"] / v["qemu_to_ready"],
+			v["firmware_loader"], v["kernel_to_init"], v["modules"], v["agent_init_to_fsync"], v["agent_me"], own
+	}'
+fi
+echo "bench-agent: load after $(cut -d' ' -f1-3 /proc/loadavg)"
