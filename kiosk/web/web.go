@@ -137,6 +137,9 @@ type Options struct {
 	Now func() time.Time
 }
 
+// initialHashParams hash a generated password (tests lower them).
+var initialHashParams = DefaultHashParams
+
 // Server is the console. It is an http.Handler.
 type Server struct {
 	o        Options
@@ -190,7 +193,7 @@ func New(o Options) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		h, err := HashPassword(pw)
+		h, err := HashPasswordParams(pw, initialHashParams)
 		if err != nil {
 			return nil, err
 		}

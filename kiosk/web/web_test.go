@@ -479,10 +479,10 @@ func TestAPIShapes(t *testing.T) {
 			State string `json:"state"`
 			N     int64  `json:"n"`
 		} `json:"states"`
-		Machines      int64           `json:"machines"`
-		Hellos        int64           `json:"hellos"`
-		Discrepancies int             `json:"discrepancies"`
-		Counters      map[string]any  `json:"counters"`
+		Machines      int64            `json:"machines"`
+		Hellos        int64            `json:"hellos"`
+		Discrepancies int              `json:"discrepancies"`
+		Counters      map[string]any   `json:"counters"`
 		Recent        []map[string]any `json:"recent"`
 	}
 	if c := apiGet(t, h, "/api/v1/dashboard", &d); c != 200 {
@@ -833,6 +833,9 @@ func TestHTTPS(t *testing.T) {
 }
 
 func TestInitialPassword(t *testing.T) {
+	saved := initialHashParams
+	initialHashParams = testHash
+	t.Cleanup(func() { initialHashParams = saved })
 	f := newFixture(t, func(o *Options) { o.AdminPasswordHash = "" })
 	pw := f.srv.InitialPassword()
 	if len(pw) != 20 {
