@@ -132,6 +132,7 @@ const OutcomeUnknownMachine Outcome = "unknown-machine"
 type PKIProvisioner struct {
 	o   PKIOptions
 	log *slog.Logger
+	q   pkiQueue // pki_queue.go
 }
 
 // NewPKI checks the options.

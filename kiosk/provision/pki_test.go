@@ -191,3 +191,42 @@ func TestPKIProvisionRefused(t *testing.T) {
 		})
 	}
 }
+
+func TestPKIQueue(t *testing.T) {
+	pkiFixtures(t)
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ns, addr, j := pkiMachine(t, pkiFix.site, "site.example", log)
+	p, err := NewPKI(PKIOptions{Site: pkiFix.site, CA: pkiFix.ca, Logger: log, VerifyDelay: -1,
+		Resolve: func(context.Context, PKIJob) (string, error) { return addr, nil },
+		Lookup:  FixedPassword(pkiMEBx, func(u string) bool { return u == j.UUID })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := make(chan PKIResult, 4)
+	p.SetQueue(PKIQueueOptions{Concurrency: 2, OnResult: func(r PKIResult) { results <- r }})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(done) }()
+	if got := p.Submit(j); got != "queued" {
+		t.Fatalf("Submit: %s", got)
+	}
+	p.Submit(j) // folded or queued after the first finished: either is fine
+	unknown := j
+	unknown.UUID = "11111111-2222-3333-4444-555555555555"
+	p.Submit(unknown)
+	var provisioned, unknownSeen bool
+	for !provisioned || !unknownSeen {
+		select {
+		case r := <-results:
+			provisioned = provisioned || r.Outcome == OutcomeProvisioned
+			unknownSeen = unknownSeen || r.Outcome == OutcomeUnknownMachine
+		case <-time.After(20 * time.Second):
+			t.Fatal("no result")
+		}
+	}
+	cancel()
+	<-done
+	if ns.Device().State().ControlMode != amthi.ControlAdmin {
+		t.Error("not in admin control mode")
+	}
+}
