@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,11 @@ type Options struct {
 	DNSConn     net.PacketConn
 	DNSListener net.Listener
 
+	// DHCP, when not nil, serves DHCP on DHCP.Interface (Linux). Its
+	// Leases default to the store. It probes first and, when another
+	// DHCP server answers, Serve fails with netsvc.ErrOtherServer.
+	DHCP *netsvc.DHCPOptions
+
 	// Provision configures the workflow; Store, CA and Logger are filled
 	// in. Its OnResult is still called.
 	Provision provision.Options
@@ -78,6 +84,7 @@ type Kiosk struct {
 	listener *khello.Listener
 	prov     *provision.Provisioner
 	dns      *netsvc.DNS
+	dhcp     *netsvc.DHCP
 	hellos   chan store.HelloRecord
 
 	written, dropped atomic.Uint64 // hello log rows
@@ -137,8 +144,46 @@ func New(ctx context.Context, o Options) (*Kiosk, error) {
 			return nil, err
 		}
 	}
+	if o.DHCP != nil {
+		do := *o.DHCP
+		if do.Logger == nil {
+			do.Logger = k.log
+		}
+		if do.Leases == nil {
+			do.Leases = storeLeases{o.Store}
+		}
+		if k.dhcp, err = netsvc.NewDHCP(do); err != nil {
+			return nil, err
+		}
+	}
 	return k, nil
 }
+
+// storeLeases keeps the DHCP leases in the store.
+type storeLeases struct{ s *store.Store }
+
+func (sl storeLeases) Leases(ctx context.Context) ([]netsvc.Lease, error) {
+	ls, err := sl.s.DHCPLeases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netsvc.Lease, 0, len(ls))
+	for _, l := range ls {
+		ip, err := netip.ParseAddr(l.IP)
+		if err != nil {
+			continue // not ours to fix; the address is handed out again
+		}
+		out = append(out, netsvc.Lease{MAC: l.MAC, IP: ip, Hostname: l.Hostname, Expires: l.Expires})
+	}
+	return out, nil
+}
+
+func (sl storeLeases) SaveLease(ctx context.Context, l netsvc.Lease) error {
+	return sl.s.SaveDHCPLease(ctx, store.DHCPLease{MAC: l.MAC, IP: l.IP.String(), Hostname: l.Hostname, Expires: l.Expires})
+}
+
+// DHCP is the DHCP server, nil when off.
+func (k *Kiosk) DHCP() *netsvc.DHCP { return k.dhcp }
 
 // CA is the kiosk CA.
 func (k *Kiosk) CA() *ca.CA { return k.ca }
@@ -237,7 +282,7 @@ func (k *Kiosk) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	svc := func(name string, f func(context.Context) error) {
 		wg.Go(func() {
 			if err := f(ctx); err != nil {
@@ -254,7 +299,10 @@ func (k *Kiosk) Serve(ctx context.Context) error {
 	if k.dns != nil {
 		svc("dns", func(ctx context.Context) error { return k.dns.Serve(ctx, k.o.DNSConn, k.o.DNSListener) })
 	}
-	k.log.Info("kiosk serving", "hello", k.o.HelloListener.Addr().String(), "dns", k.dns != nil)
+	if k.dhcp != nil {
+		svc("dhcp", k.dhcp.Serve)
+	}
+	k.log.Info("kiosk serving", "hello", k.o.HelloListener.Addr().String(), "dns", k.dns != nil, "dhcp", k.dhcp != nil)
 	// The hello log outlives the listener so that its last rows are kept.
 	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
 	hw := make(chan struct{})

@@ -74,7 +74,7 @@ type DHCPOptions struct {
 
 // ErrOtherServer: another DHCP server answered on the interface; the
 // kiosk's must not start. The error names the server.
-var ErrOtherServer = errors.New("dhcp: another DHCP server answers on this network")
+var ErrOtherServer = errors.New("netsvc: another DHCP server answers on this network")
 
 // ErrNoAddress: the range has no free address.
 var ErrNoAddress = errors.New("dhcp: no free address in the range")

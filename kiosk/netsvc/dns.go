@@ -2,7 +2,8 @@
 // (../../../shared/specs/amt-psk.md §1). For now: a DNS server that answers
 // provisionserver.<suffix> (and a configured SCS FQDN) with the kiosk's
 // address for the configured suffixes and refuses everything else — an
-// isolated network has no upstream to forward to. DHCP comes later.
+// isolated network has no upstream to forward to — and, off by default, a
+// small DHCP server (dhcp.go) that refuses to start next to another one.
 package netsvc
 
 import (

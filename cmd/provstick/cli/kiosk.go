@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +36,11 @@ type kioskServeFlags struct {
 	runFor  time.Duration
 	helloOn string
 	dnsOn   string
+	// DHCP (off unless --dhcp-interface is given).
+	dhcpIface  string
+	dhcpRange  string
+	dhcpRouter string
+	dhcpPrefix int
 }
 
 func newKioskServeCmd(e *env) *cobra.Command {
@@ -45,7 +51,10 @@ func newKioskServeCmd(e *env) *cobra.Command {
 		Long: `kiosk serve is the Setup and Configuration Server of an isolated network
 (specs/amt-psk.md). It listens for AMT hellos (kiosk.hello_listen, TCP 9971),
 optionally answers DNS for provisionserver.<suffix> (kiosk.dns_listen,
-kiosk.dns_suffixes, kiosk.address), and provisions every machine whose hello
+kiosk.dns_suffixes, kiosk.address) and DHCP (--dhcp-interface, off by
+default: options 1, 3, 6 = the kiosk, 15 = the first suffix, leases kept in
+the store; it refuses to start if another DHCP server answers on the
+interface), and provisions every machine whose hello
 names a PID of the pool: TLS-PSK back to the machine's 16993, spec §6 steps
 1-11 (time, key pair on the device, a certificate signed by the kiosk CA,
 TLS, a new per-machine admin and MEBx password, commit), then a TLS
@@ -67,6 +76,10 @@ technician's next step. Runs until interrupted (or --run-for).`,
 	fl.DurationVar(&f.runFor, "run-for", 0, "stop after this long (default: run until interrupted)")
 	fl.StringVar(&f.helloOn, "hello-listen", "", "hello listener `address` (overrides kiosk.hello_listen)")
 	fl.StringVar(&f.dnsOn, "dns-listen", "", "DNS `address` (overrides kiosk.dns_listen)")
+	fl.StringVar(&f.dhcpIface, "dhcp-interface", "", "serve DHCP on this `interface` (off by default; refuses to start if another DHCP server answers there; Linux, needs root)")
+	fl.StringVar(&f.dhcpRange, "dhcp-range", "", "DHCP `first-last` addresses handed out, e.g. 10.0.0.100-10.0.0.199 (needed with --dhcp-interface)")
+	fl.StringVar(&f.dhcpRouter, "dhcp-router", "", "DHCP option 3 router `address` (default: none)")
+	fl.IntVar(&f.dhcpPrefix, "dhcp-prefix", 24, "subnet prefix `length` of the DHCP network")
 	return cmd
 }
 
@@ -137,6 +150,14 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 		}
 	}
 
+	if f.dhcpIface != "" {
+		d, err := dhcpOptions(kc.Address, kc.DNSSuffixes, f)
+		if err != nil {
+			return err
+		}
+		o.DHCP = d
+	}
+
 	s, err := openStore(ctx, e, &f.store, true)
 	if err != nil {
 		return err
@@ -169,6 +190,9 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 	if o.DNSConn != nil {
 		fmt.Fprintf(e.stdout, ", DNS on %s", o.DNSConn.LocalAddr())
 	}
+	if o.DHCP != nil {
+		fmt.Fprintf(e.stdout, ", DHCP on %s", o.DHCP.Interface)
+	}
 	fmt.Fprintf(e.stdout, "; CA %s, SHA-256 %x\n", k.CA().Certificate().Subject.CommonName, fp[:])
 	if f.runFor > 0 {
 		var cancel context.CancelFunc
@@ -181,4 +205,32 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 	st := k.HelloStats()
 	fmt.Fprintf(e.stdout, "kiosk stopped: %d hellos (%d PSK, %d PKI, %d malformed)\n", st.Connections, st.PSK, st.PKI, st.Malformed)
 	return nil
+}
+
+// dhcpOptions builds the DHCP server's options from the kiosk address, the
+// first DNS suffix (option 15) and the flags.
+func dhcpOptions(address string, suffixes []string, f kioskServeFlags) (*netsvc.DHCPOptions, error) {
+	ip, err := netip.ParseAddr(address)
+	if err != nil {
+		return nil, fmt.Errorf("configuration field kiosk.address: %q is not an IP address (needed for DHCP)", address)
+	}
+	if len(suffixes) == 0 {
+		return nil, errors.New("configuration field kiosk.dns_suffixes: empty (DHCP option 15 needs a suffix)")
+	}
+	first, last, ok := strings.Cut(f.dhcpRange, "-")
+	a, err1 := netip.ParseAddr(strings.TrimSpace(first))
+	b, err2 := netip.ParseAddr(strings.TrimSpace(last))
+	if !ok || err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("flag --dhcp-range: %q: want FIRST-LAST IPv4 addresses", f.dhcpRange)
+	}
+	d := &netsvc.DHCPOptions{Interface: f.dhcpIface, ServerIP: ip, RangeStart: a, RangeEnd: b, PrefixBits: f.dhcpPrefix, Suffix: suffixes[0]}
+	if f.dhcpRouter != "" {
+		if d.Router, err = netip.ParseAddr(f.dhcpRouter); err != nil {
+			return nil, fmt.Errorf("flag --dhcp-router: %q is not an IP address", f.dhcpRouter)
+		}
+	}
+	if _, err := netsvc.NewDHCP(*d); err != nil {
+		return nil, fmt.Errorf("configuration of kiosk DHCP: %w", err)
+	}
+	return d, nil
 }

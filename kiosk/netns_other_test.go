@@ -1,0 +1,7 @@
+//go:build !linux
+
+package kiosk
+
+const envNSRole = "PROVSTICK_NETNS_ROLE"
+
+func netnsRole(string) int { return 2 }
