@@ -312,13 +312,14 @@ func (l *loginLimiter) key(addr string) string {
 func (l *loginLimiter) blocked(addr string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f, ok := l.m[l.key(addr)]
+	k := l.key(addr)
+	f, ok := l.m[k]
 	if !ok {
 		return 0
 	}
 	left := l.window - l.now().Sub(f.start)
 	if left <= 0 {
-		delete(l.m, addr)
+		delete(l.m, k)
 		return 0
 	}
 	if f.n >= l.limit {

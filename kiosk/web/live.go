@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -27,7 +28,7 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	var last []byte
 	lastWrite := time.Now()
 	for {
-		d, err := s.dashboard(r.Context())
+		d, err := s.sharedDashboard(r.Context())
 		if err != nil {
 			if r.Context().Err() != nil {
 				return
@@ -55,4 +56,21 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 		case <-tick.C:
 		}
 	}
+}
+
+// sharedDashboard is the dashboard, read at most once per half
+// LiveInterval whatever the number of open streams, so that browser tabs
+// left open do not multiply the load on the store.
+func (s *Server) sharedDashboard(ctx context.Context) (Dashboard, error) {
+	s.dashMu.Lock()
+	defer s.dashMu.Unlock()
+	if !s.dashAt.IsZero() && time.Since(s.dashAt) < s.o.LiveInterval/2 {
+		return s.dash, nil
+	}
+	d, err := s.dashboard(ctx)
+	if err != nil {
+		return Dashboard{}, err
+	}
+	s.dash, s.dashAt = d, time.Now()
+	return d, nil
 }

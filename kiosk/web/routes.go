@@ -149,6 +149,7 @@ type handlerKind int
 const (
 	kindPage handlerKind = iota // HTML; unauthenticated → redirect to /login
 	kindAPI                     // JSON; token or session; unauthenticated → 401
+	kindStream                  // live stream; session; unauthenticated → 401 (EventSource gives up)
 )
 
 // guard wraps h with authentication and, for unsafe methods, the
@@ -162,7 +163,7 @@ func (s *Server) guard(kind handlerKind, h http.HandlerFunc) http.HandlerFunc {
 				writeJSONError(w, http.StatusUnauthorized, "authentication required")
 				return
 			}
-			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if kind == kindStream || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 				http.Error(w, "authentication required", http.StatusUnauthorized)
 				return
 			}
@@ -222,7 +223,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /logout", s.guard(kindPage, s.logout))
 
 	mux.HandleFunc("GET /{$}", s.guard(kindPage, s.dashboardPage))
-	mux.HandleFunc("GET /events/dashboard", s.guard(kindPage, s.live))
+	mux.HandleFunc("GET /events/dashboard", s.guard(kindStream, s.live))
 	mux.HandleFunc("GET /machines", s.guard(kindPage, s.machinesPage))
 	mux.HandleFunc("GET /machines/{uuid}", s.guard(kindPage, s.machinePage))
 	mux.HandleFunc("GET /sticks", s.guard(kindPage, s.sticksPage))

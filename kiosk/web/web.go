@@ -156,6 +156,10 @@ type Server struct {
 	cert     *tls.Certificate
 	certOnce sync.Once
 	certErr  error
+
+	dashMu sync.Mutex // the live streams' shared snapshot
+	dash   Dashboard
+	dashAt time.Time
 }
 
 // New checks the options and builds the console.

@@ -726,6 +726,9 @@ func TestMetrics(t *testing.T) {
 func TestLive(t *testing.T) {
 	f := newFixture(t, nil)
 	c := f.loggedIn()
+	if w := f.client().get("/events/dashboard"); w.Code != http.StatusUnauthorized {
+		t.Errorf("anonymous stream: %d", w.Code)
+	}
 	srv := httptest.NewServer(f.srv)
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
