@@ -58,11 +58,10 @@ const (
 // netns is a pair of namespaces joined by a veth pair: kiosk side
 // (10.77.0.1/24) and device side (no address).
 type netns struct {
-	t              *testing.T
-	kns, dns       string // namespace names
-	kveth, dveth   string
-	exe            string
-	stdout, stderr *os.File
+	t            *testing.T
+	kns, dns     string // namespace names
+	kveth, dveth string
+	exe          string
 }
 
 func needNetns(t *testing.T) {
