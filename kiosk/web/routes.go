@@ -147,9 +147,9 @@ func (s *Server) identify(r *http.Request, allowToken bool) (authed, bool) {
 type handlerKind int
 
 const (
-	kindPage handlerKind = iota // HTML; unauthenticated → redirect to /login
-	kindAPI                     // JSON; token or session; unauthenticated → 401
-	kindStream                  // live stream; session; unauthenticated → 401 (EventSource gives up)
+	kindPage   handlerKind = iota // HTML; unauthenticated → redirect to /login
+	kindAPI                       // JSON; token or session; unauthenticated → 401
+	kindStream                    // live stream; session; unauthenticated → 401 (EventSource gives up)
 )
 
 // guard wraps h with authentication and, for unsafe methods, the
