@@ -48,3 +48,38 @@ clean:
 # the command tree and the Config struct; a test fails when it is stale.
 docs:
 	$(GO) run ./cmd/provstick gen-docs --dir docs/reference
+
+# Release builds: static (CGO_ENABLED=0), -trimpath, version, commit and date
+# stamped into "provstick version". The date is the commit's (reproducible;
+# SOURCE_DATE_EPOCH overrides it). The agent runs on the Intel PCs being
+# provisioned, so it is always linux/amd64, whatever the host architecture.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-devel)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct HEAD 2>/dev/null || date +%s)
+DATE      ?= $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ)
+PLATFORMS ?= linux/amd64 linux/arm64
+DIST      ?= dist
+CLIPKG    := github.com/provstick/provstick/cmd/provstick/cli
+LDFLAGS   := -s -w -X $(CLIPKG).Version=$(VERSION) -X $(CLIPKG).Commit=$(COMMIT) -X $(CLIPKG).Date=$(DATE)
+export SOURCE_DATE_EPOCH
+
+release:
+	@mkdir -p $(DIST)
+	@set -e; for p in $(PLATFORMS); do os=$${p%/*}; arch=$${p#*/}; \
+	  echo "building $(DIST)/provstick_$${os}_$${arch} ($(VERSION))"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -buildvcs=false -ldflags '$(LDFLAGS)' \
+	    -o $(DIST)/provstick_$${os}_$${arch} ./cmd/provstick; \
+	done
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -buildvcs=false -ldflags '-s -w' \
+	  -o $(DIST)/provstick-agent_linux_amd64 ./initramfs/agent/cmd/provstick-agent
+	cd $(DIST) && sha256sum provstick_linux_* provstick-agent_linux_* > SHA256SUMS
+
+# One .deb per release platform (packaging/cmd/mkdeb, nfpm as a library).
+# Completions and man pages come from running this machine's own build.
+deb: release
+	@set -e; host=$(DIST)/provstick_linux_$$($(GO) env GOARCH); \
+	for p in $(PLATFORMS); do arch=$${p#*/}; \
+	  $(GO) run ./packaging/cmd/mkdeb --arch $$arch --version '$(VERSION)' \
+	    --binary $(DIST)/provstick_linux_$$arch --agent $(DIST)/provstick-agent_linux_amd64 \
+	    --host-binary $$host -o $(DIST); \
+	done
