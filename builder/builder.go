@@ -115,6 +115,11 @@ type Options struct {
 	// NoHash leaves Result.SHA256 empty: hashing the whole image is about
 	// half of a build's time, and Write hashes the image anyway.
 	NoHash bool
+	// NoSync skips the fsync of the image and its directory before the
+	// rename (the image is still renamed into place only when complete).
+	// For images that are written to sticks right away; a crash may
+	// leave an empty or partial file under the name.
+	NoSync bool
 	Logger *slog.Logger
 }
 
@@ -153,6 +158,19 @@ type bootFiles struct {
 	shim      []byte
 	grub      []byte
 	mbr       []byte
+	// sums caches the SHA-256 of the large shared files (kernel,
+	// initramfs, loaders) for every stick's manifest.
+	sums map[*byte]string
+}
+
+// sum returns the hex SHA-256 of d, from the cache for shared files.
+func (bf *bootFiles) sum(d []byte) string {
+	if bf != nil && len(d) > 0 {
+		if s, ok := bf.sums[&d[0]]; ok {
+			return s
+		}
+	}
+	return sha256Hex(d)
 }
 
 // New returns a builder for recipe r.
@@ -281,6 +299,12 @@ func (b *Builder) prepareBoot(ctx context.Context) (*bootFiles, error) {
 			return nil, fmt.Errorf("finding the syslinux installer (apt-get install syslinux mtools): %w", err)
 		}
 	}
+	bf.sums = map[*byte]string{}
+	for _, d := range [][]byte{bf.vmlinuz, bf.initrd, bf.sdboot, bf.shim, bf.grub} {
+		if len(d) > 0 {
+			bf.sums[&d[0]] = sha256Hex(d)
+		}
+	}
 	b.log.Debug("boot files ready", "kernel", k.Version, "modules", len(mods),
 		"initramfs_bytes", bf.initramfs.CompressedBytes, "agent_bytes", bf.initramfs.AgentBytes, "module_bytes", bf.initramfs.ModuleBytes)
 	return bf, nil
@@ -406,26 +430,26 @@ func (b *Builder) Build(ctx context.Context, name string, s Stick) (res *Result,
 	if err != nil {
 		return nil, err
 	}
-	out, err := atomicfile.Create(name, 0o644, false)
+	out, err := createImage(name, !b.opts.NoSync)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			out.Abort()
+			out.abort()
 		}
 	}()
-	if err := b.writeImage(ctx, out.File, files, bf, s.ID); err != nil {
+	if err := b.writeImage(ctx, out.f, files, bf, s.ID); err != nil {
 		return nil, fmt.Errorf("building stick %s: %w", s.ID, err)
 	}
 	size := int64(b.recipe.Size)
 	var sum []byte
 	if !b.opts.NoHash {
-		if sum, err = hashSparse(out.File, size); err != nil {
+		if sum, err = hashSparse(out.f, size); err != nil {
 			return nil, fmt.Errorf("hashing %s: %w", name, err)
 		}
 	}
-	if err := out.Commit(); err != nil {
+	if err := out.commit(); err != nil {
 		return nil, err
 	}
 	res = &Result{Path: name, Size: size, SHA256: hex.EncodeToString(sum), Manifest: *man}
@@ -434,6 +458,63 @@ func (b *Builder) Build(ctx context.Context, name string, s Stick) (res *Result,
 	}
 	b.log.Info("image built", "stick", s.ID, "file", name, "sha256", res.SHA256)
 	return res, nil
+}
+
+// imageOut is the image being written: through atomicfile (fsync, rename,
+// fsync of the directory) or, with Options.NoSync, a temporary file
+// renamed into place.
+type imageOut struct {
+	f      *os.File
+	af     *atomicfile.File
+	target string
+}
+
+func createImage(name string, sync bool) (*imageOut, error) {
+	if sync {
+		af, err := atomicfile.Create(name, 0o644, false)
+		if err != nil {
+			return nil, err
+		}
+		return &imageOut{f: af.File, af: af, target: name}, nil
+	}
+	dir, base := filepath.Split(name)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return nil, fmt.Errorf("writing %s: %w", name, err)
+	}
+	return &imageOut{f: f, target: name}, nil
+}
+
+func (o *imageOut) commit() error {
+	if o.af != nil {
+		return o.af.Commit()
+	}
+	tmp := o.f.Name()
+	if err := o.f.Chmod(0o644); err != nil {
+		o.abort()
+		return fmt.Errorf("writing %s: %w", o.target, err)
+	}
+	if err := o.f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", o.target, err)
+	}
+	if err := os.Rename(tmp, o.target); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", o.target, err)
+	}
+	return nil
+}
+
+func (o *imageOut) abort() {
+	if o.af != nil {
+		o.af.Abort()
+		return
+	}
+	o.f.Close()
+	os.Remove(o.f.Name())
 }
 
 // layoutFor is layout for a setup.bin not yet parsed (benchmarks).
@@ -515,7 +596,7 @@ func (b *Builder) layout(s Stick, sb *setupbin.Reader, bf *bootFiles) ([]imageFi
 	}
 	var lines strings.Builder
 	for _, f := range files {
-		man.Files[f.path] = sha256Hex(f.data)
+		man.Files[f.path] = bf.sum(f.data)
 		fmt.Fprintf(&lines, "%s %s\n", f.path, man.Files[f.path])
 	}
 	man.ContentSHA256 = sha256Hex([]byte(lines.String()))
@@ -556,7 +637,9 @@ func (b *Builder) writeImage(ctx context.Context, f *os.File, files []imageFile,
 	if err := f.Truncate(size); err != nil {
 		return fmt.Errorf("sizing the image: %w", err)
 	}
-	d, err := diskfs.OpenBackend(file.New(f, false), diskfs.WithOpenMode(diskfs.ReadWrite), diskfs.WithSectorSize(diskfs.SectorSize512))
+	cf := newCoalescingFile(f)
+	defer cf.release()
+	d, err := diskfs.OpenBackend(file.New(cf, false), diskfs.WithOpenMode(diskfs.ReadWrite), diskfs.WithSectorSize(diskfs.SectorSize512))
 	if err != nil {
 		return fmt.Errorf("opening the image: %w", err)
 	}
@@ -619,6 +702,9 @@ func (b *Builder) writeImage(ctx context.Context, f *os.File, files []imageFile,
 		if err := w.Close(); err != nil {
 			return fmt.Errorf("writing %s: %w", fl.path, err)
 		}
+	}
+	if err := cf.release(); err != nil {
+		return fmt.Errorf("writing the image: %w", err)
 	}
 	partOff := int64(partitionStart) * sectorSize
 	fix := func() error {

@@ -171,60 +171,92 @@ func writeOne(ctx context.Context, src *os.File, size int64, target string, want
 	}
 	defer dst.Close()
 	o.Logger.Debug("writing", "target", target, "bytes", size, "direct", direct)
-	// Two buffers: the next block is read from the image while this one
-	// is written.
+	if !tg.isDevice() {
+		// Reserve the file's blocks in one go: O_DIRECT writes into a
+		// preallocated file skip block allocation on the way.
+		preallocate(dst, size)
+	}
+	// A reader fills buffers from the image while several writers keep
+	// writeDepth writes outstanding: a USB stick, a loop device or a
+	// file's filesystem then has the next block queued when one ends.
 	type block struct {
 		buf []byte
 		off int64
 		n   int
-		err error
 	}
-	free := make(chan []byte, 2)
-	free <- alignedBuffer(o.BlockSize)
-	free <- alignedBuffer(o.BlockSize)
-	full := make(chan block, 2)
-	rctx, stop := context.WithCancel(ctx)
+	depth := writeDepth
+	free := make(chan []byte, depth+1)
+	for range depth + 1 {
+		free <- alignedBuffer(o.BlockSize)
+	}
+	full := make(chan block, depth)
+	wctx, stop := context.WithCancel(ctx)
 	defer stop()
+	var (
+		mu       sync.Mutex
+		firstErr error
+		done     int64
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+		stop()
+	}
+	start := time.Now()
 	go func() {
 		defer close(full)
 		for off := int64(0); off < size; {
 			var buf []byte
 			select {
 			case buf = <-free:
-			case <-rctx.Done():
+			case <-wctx.Done():
 				return
 			}
 			n := int(min(int64(len(buf)), size-off))
-			_, err := src.ReadAt(buf[:n], off)
-			select {
-			case full <- block{buf, off, n, err}:
-			case <-rctx.Done():
+			if _, err := src.ReadAt(buf[:n], off); err != nil {
+				fail(fmt.Errorf("reading the image at %d: %w", off, err))
 				return
 			}
-			if err != nil {
+			select {
+			case full <- block{buf, off, n}:
+			case <-wctx.Done():
 				return
 			}
 			off += int64(n)
 		}
 	}()
-	start := time.Now()
-	var buf []byte
-	for blk := range full {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if blk.err != nil {
-			return fmt.Errorf("reading the image at %d: %w", blk.off, blk.err)
-		}
-		if _, err := dst.WriteAt(blk.buf[:blk.n], blk.off); err != nil {
-			return fmt.Errorf("writing %s at %d: %w", target, blk.off, err)
-		}
-		off := blk.off + int64(blk.n)
-		r.Bytes = off
-		buf = blk.buf
-		free <- blk.buf
-		o.Progress(Progress{Target: target, Phase: PhaseWrite, Done: off, Total: size, Elapsed: time.Since(start)})
+	var wg sync.WaitGroup
+	for range depth {
+		wg.Go(func() {
+			for blk := range full {
+				if wctx.Err() != nil {
+					continue // drain
+				}
+				if _, err := dst.WriteAt(blk.buf[:blk.n], blk.off); err != nil {
+					fail(fmt.Errorf("writing %s at %d: %w", target, blk.off, err))
+					continue
+				}
+				mu.Lock()
+				done += int64(blk.n)
+				d := done
+				mu.Unlock()
+				free <- blk.buf
+				o.Progress(Progress{Target: target, Phase: PhaseWrite, Done: d, Total: size, Elapsed: time.Since(start)})
+			}
+		})
 	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.Bytes = done
+	buf := alignedBuffer(o.BlockSize)
 	if r.Bytes != size {
 		return fmt.Errorf("writing %s: %w", target, ctx.Err())
 	}
@@ -252,6 +284,11 @@ func writeOne(ctx context.Context, src *os.File, size int64, target string, want
 	o.Progress(Progress{Target: target, Phase: PhaseDone, Done: size, Total: size})
 	return nil
 }
+
+// writeDepth is how many writes Write keeps outstanding per target.
+const writeDepth = 4
+
+func (t *Target) isDevice() bool { return t != nil && t.Device }
 
 func readBack(ctx context.Context, target string, size int64, buf []byte, progress func(int64)) ([]byte, error) {
 	f, err := openForVerify(target)

@@ -138,3 +138,12 @@ func openForVerify(path string) (*os.File, error) {
 	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 	return f, nil
 }
+
+// preallocate reserves size bytes for the file f (best effort: a
+// filesystem without fallocate just allocates while writing).
+func preallocate(f *os.File, size int64) {
+	if os.Getenv("PROVSTICK_NO_FALLOCATE") != "" {
+		return
+	}
+	_ = unix.Fallocate(int(f.Fd()), 0, 0, size)
+}
