@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,6 +19,34 @@ func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"provstick": func() { os.Exit(cli.Main()) },
 	})
+}
+
+// goEnv holds the go command's cache locations, read once.
+var goEnv = func() map[string]string {
+	m := map[string]string{}
+	out, err := exec.Command("go", "env", "GOCACHE", "GOMODCACHE", "GOPATH").Output()
+	if err != nil {
+		return m
+	}
+	for i, v := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if i < 3 && v != "" {
+			m[[]string{"GOCACHE", "GOMODCACHE", "GOPATH"}[i]] = v
+		}
+	}
+	return m
+}()
+
+// vmKernelDir is where scripts/install-deps.sh unpacks the Debian kernel
+// (VMTEST_KERNEL_DIR overrides it).
+func vmKernelDir() string {
+	if d := os.Getenv("VMTEST_KERNEL_DIR"); d != "" {
+		return d
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(cache, "provstick", "vm-kernel")
 }
 
 // TestScript runs every user story in testdata/script against the real
@@ -79,6 +108,15 @@ func TestScript(t *testing.T) {
 			// Keep the user's real configuration out of the tests.
 			e.Setenv("XDG_CONFIG_HOME", e.WorkDir+"/.config")
 			e.Setenv("HOME", e.WorkDir)
+			// Stories that build bootable sticks: the source tree (recipes,
+			// the agent's package) and the Debian kernel that
+			// scripts/install-deps.sh unpacked.
+			e.Setenv("REPO", root)
+			e.Setenv("VM_KERNEL", vmKernelDir())
+			// HOME moved: keep go's caches where they are.
+			for k, v := range goEnv {
+				e.Setenv(k, v)
+			}
 			return nil
 		},
 	})
