@@ -119,8 +119,13 @@ type PKIResult struct {
 	Failure  *Failure
 	Duration time.Duration
 	// AdminPassword is the password set by AdminSetup (admin user
-	// "admin"); the caller stores it sealed. Empty unless provisioned.
+	// "admin", and the MEBx password); the caller stores it sealed. It is
+	// set whenever AdminSetup succeeded — also when a later step failed,
+	// since the machine then is in admin control mode with this password
+	// and sends no more hellos (AdminSet tells).
 	AdminPassword setupbin.Password
+	// AdminSet reports that AdminSetup succeeded in this run.
+	AdminSet bool
 	// CertDER is the kiosk-signed TLS certificate the machine now shows.
 	CertDER []byte
 }
@@ -285,6 +290,7 @@ type pkiRun struct {
 	key      *wsman.EndpointReference
 	cert     *wsman.EndpointReference
 	certDER  []byte
+	adminSet bool // AdminSetup answered success
 	log      *slog.Logger
 }
 
@@ -299,6 +305,9 @@ func (p *PKIProvisioner) Provision(ctx context.Context, j PKIJob) PKIResult {
 		r.tr.CloseIdleConnections()
 	}
 	res.Duration = time.Since(start)
+	if r.adminSet {
+		res.AdminSet, res.AdminPassword = true, r.password
+	}
 	switch {
 	case errors.Is(err, ErrUnknownMachine):
 		res.Outcome, res.Failure = OutcomeUnknownMachine, &Failure{Class: ClassUnknownMachine, Err: err}
@@ -306,9 +315,10 @@ func (p *PKIProvisioner) Provision(ctx context.Context, j PKIJob) PKIResult {
 	case err != nil:
 		f := Classify(0, err)
 		res.Outcome, res.Failure = OutcomeFailed, f
-		r.log.Error("PKI provisioning failed", "step", f.Step, "class", string(f.Class), "err", f.Err, "advice", PKIAdvice(f.Class))
+		r.log.Error("PKI provisioning failed", "step", f.Step, "class", string(f.Class), "err", f.Err, "advice", PKIAdvice(f.Class),
+			"admin_control_mode", r.adminSet)
 	default:
-		res.Outcome, res.AdminPassword, res.CertDER = OutcomeProvisioned, r.password, r.certDER
+		res.Outcome, res.CertDER = OutcomeProvisioned, r.certDER
 		r.log.Info("provisioned (PKI, admin control mode)", "duration", res.Duration.Round(time.Millisecond))
 	}
 	return res
@@ -526,6 +536,7 @@ func (r *pkiRun) adminSetup(ctx context.Context) error {
 	if err := r.c.Invoke(ctx, URIHostBasedSetupService, "AdminSetup", nil, in, nil); err != nil {
 		return hbsErr("AdminSetup", err)
 	}
+	r.adminSet = true
 	c, err := r.client(r.password)
 	if err != nil {
 		return &Failure{Class: ClassKiosk, Err: err}

@@ -127,7 +127,7 @@ func TestPKIProvision(t *testing.T) {
 	ns, addr, j := pkiMachine(t, pkiFix.site, "site.example", log)
 	p := pkiProvisioner(t, pkiFix.site, addr, log)
 	res := p.Provision(t.Context(), j)
-	if res.Outcome != OutcomeProvisioned {
+	if res.Outcome != OutcomeProvisioned || !res.AdminSet {
 		t.Fatalf("outcome %s: %v", res.Outcome, res.Failure)
 	}
 	st := ns.Device().State()
@@ -183,7 +183,7 @@ func TestPKIProvisionRefused(t *testing.T) {
 			if len(rej) == 0 || rej[0].Class != tc.sim {
 				t.Fatalf("simulator rejections %+v, want %s", rej, tc.sim)
 			}
-			if st := ns.Device().State(); st.ProvisioningState != amthi.StateIn {
+			if st := ns.Device().State(); st.ProvisioningState != amthi.StateIn || res.AdminSet || res.AdminPassword != "" {
 				t.Errorf("machine left setup: %v", st.ProvisioningState)
 			}
 			t.Logf("kiosk: %v — %s", res.Failure, PKIAdvice(res.Failure.Class))
@@ -228,5 +228,22 @@ func TestPKIQueue(t *testing.T) {
 	<-done
 	if ns.Device().State().ControlMode != amthi.ControlAdmin {
 		t.Error("not in admin control mode")
+	}
+}
+
+// A failure after AdminSetup still hands back the admin password: the
+// machine is in admin control mode with it and says no more hellos.
+func TestPKIFailureAfterAdminSetup(t *testing.T) {
+	pkiFixtures(t)
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ns, addr, j := pkiMachine(t, pkiFix.site, "site.example", log)
+	ns.ForceReturn("CommitChanges", 38)
+	res := pkiProvisioner(t, pkiFix.site, addr, log).Provision(t.Context(), j)
+	if res.Outcome != OutcomeFailed || res.Failure.Class != ClassFlashLimit || res.Failure.Step != StepCommit {
+		t.Fatalf("%s: %v", res.Outcome, res.Failure)
+	}
+	st := ns.Device().State()
+	if !res.AdminSet || res.AdminPassword == "" || !st.MEBxPassword.Equal(res.AdminPassword.Reveal()) || st.ControlMode != amthi.ControlAdmin {
+		t.Fatalf("admin set %v, machine %v", res.AdminSet, st.ControlMode)
 	}
 }
