@@ -52,7 +52,10 @@ type Config struct {
 	// prints a marker there so power-cut tests can aim; an error aborts
 	// the run with nothing written).
 	BeforeWrite func(ctx context.Context) error
-	Logger      *slog.Logger
+	// Machine, if set, is what CollectMachine already gathered; Run then
+	// does not ask the sources itself.
+	Machine *Machine
+	Logger  *slog.Logger
 }
 
 // ClockFloor is the earliest plausible time on the target: a clock before
@@ -145,45 +148,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	phase("setupbin")
-	meStart := time.Now()
-	if info, err := queryME(ctx, cfg, log); err != nil {
-		miss("amt", err)
-	} else {
-		rec.AMT = amtFromInfo(info)
+	m := cfg.Machine
+	if m == nil {
+		m = CollectMachine(ctx, cfg)
 	}
-	meElapsed := time.Since(meStart)
-	phase("me")
-
-	if cfg.DMI == nil {
-		miss("dmi", errors.New("no DMI reader"))
-	} else if d, err := cfg.DMI.ReadDMI(); err != nil {
-		miss("dmi", err)
+	rec.AMT, rec.DMI, rec.MACs, rec.TPM = m.AMT, m.DMI, m.MACs, m.TPM
+	rec.Missing = append(rec.Missing, m.Missing...)
+	meElapsed := m.MEElapsed
+	if cfg.Machine == nil {
+		phases = append(phases, m.Phases...)
 	} else {
-		rec.DMI = d
+		phases = append(phases, Phase{"machine (collected during the stick search)", 0})
 	}
-	if cfg.NICs == nil {
-		miss("nic", errors.New("no NIC reader"))
-	} else if m, err := cfg.NICs.MACs(); err != nil {
-		miss("nic", err)
-	} else {
-		rec.MACs = m
-	}
-	phase("dmi+nic")
-	if cfg.TPM == nil {
-		miss("tpm", ErrNoTPM)
-	} else if t, err := cfg.TPM.ReadEK(ctx); err != nil {
-		miss("tpm", err)
-	} else {
-		rec.TPM = t
-		switch {
-		case !t.EKCert:
-			miss("tpm-ek-cert", errors.New("no EK certificate in the TPM's NV storage"))
-		case t.EKCertError != "":
-			miss("tpm-ek-cert", fmt.Errorf("an EK certificate is in NV but could not be read: %s", t.EKCertError))
-		}
-	}
-
-	phase("tpm")
+	lap = time.Now()
 	rec.Time = now().UTC()
 	if !ClockPlausible(rec.Time) {
 		miss("clock", fmt.Errorf("the machine's clock says %s (RTC battery flat or clock never set); this line's time is wrong", rec.Time.Format(time.RFC3339)))
@@ -206,6 +183,76 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	log.Info("ledger written", "seq", rec.Seq, "case", rec.Case, "record", rec.Record, "elapsed", res.Elapsed)
 	return res, nil
+}
+
+// Machine is what the target says about itself: ME, DMI, NICs, TPM, and
+// which of them gave nothing. It does not depend on the stick, so the
+// binary collects it while the USB stick is still being enumerated.
+type Machine struct {
+	AMT     *ledger.AMT
+	DMI     *ledger.DMI
+	MACs    []string
+	TPM     *ledger.TPM
+	Missing []ledger.Missing
+	// MEElapsed is the time spent on the ME; Phases where the rest went.
+	MEElapsed time.Duration
+	Phases    []Phase
+}
+
+// CollectMachine asks cfg's sources (MEAddress/OpenME within METimeout,
+// DMI, NICs, TPM). Every failure becomes a Missing entry.
+func CollectMachine(ctx context.Context, cfg Config) *Machine {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Machine{}
+	miss := func(src string, err error) {
+		m.Missing = append(m.Missing, ledger.Missing{Source: src, Reason: err.Error()})
+	}
+	lap := time.Now()
+	phase := func(name string) {
+		now := time.Now()
+		m.Phases = append(m.Phases, Phase{name, now.Sub(lap)})
+		lap = now
+	}
+	if info, err := queryME(ctx, cfg, log); err != nil {
+		miss("amt", err)
+	} else {
+		m.AMT = amtFromInfo(info)
+	}
+	m.MEElapsed = time.Since(lap)
+	phase("me")
+	if cfg.DMI == nil {
+		miss("dmi", errors.New("no DMI reader"))
+	} else if d, err := cfg.DMI.ReadDMI(); err != nil {
+		miss("dmi", err)
+	} else {
+		m.DMI = d
+	}
+	if cfg.NICs == nil {
+		miss("nic", errors.New("no NIC reader"))
+	} else if macs, err := cfg.NICs.MACs(); err != nil {
+		miss("nic", err)
+	} else {
+		m.MACs = macs
+	}
+	phase("dmi+nic")
+	if cfg.TPM == nil {
+		miss("tpm", ErrNoTPM)
+	} else if t, err := cfg.TPM.ReadEK(ctx); err != nil {
+		miss("tpm", err)
+	} else {
+		m.TPM = t
+		switch {
+		case !t.EKCert:
+			miss("tpm-ek-cert", errors.New("no EK certificate in the TPM's NV storage"))
+		case t.EKCertError != "":
+			miss("tpm-ek-cert", fmt.Errorf("an EK certificate is in NV but could not be read: %s", t.EKCertError))
+		}
+	}
+	phase("tpm")
+	return m
 }
 
 // attribute fills the case, counters, record, PID and next PID.

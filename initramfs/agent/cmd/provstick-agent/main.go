@@ -3,15 +3,25 @@
 // (DESIGN.md §2, issue 8).
 //
 // It mounts devtmpfs on /dev, proc on /proc, sysfs on /sys and tmpfs on
-// /tmp, loads the kernel modules listed in /modules/order (the builder
-// writes them in dependency order) with finit_module, and prints a line
-// beginning "provstick: ready" on the console. Then it finds its stick (the
-// FAT partition labelled PROVSTICK holding provstick/manifest.json),
-// mounts it read-write, and runs the agent (package agent): which setup.bin
-// record went to this machine, what the ME, DMI, the NICs and the TPM say,
-// one line appended to provstick/ledger.jsonl, and the technician's
-// message on the console. Finally it unmounts the stick and powers off
-// after a countdown.
+// /tmp, draws a "working" screen on the machine's display (/dev/tty0:
+// vgacon or fbcon; kernel messages are silenced there), loads the kernel
+// modules listed in /modules/order with finit_module (each as soon as its
+// .modinfo dependencies are in; host-controller and virtio drivers for
+// hardware the machine lacks are left out, and loaded after all if the
+// stick does not show up), and prints a line beginning "provstick: ready"
+// on the serial console. It sets the system clock from the RTC if the
+// kernel left it implausible. Then it asks the machine (ME over HECI,
+// DMI, NIC MACs, TPM EK) while it looks for its stick (the FAT partition
+// labelled PROVSTICK holding provstick/manifest.json), mounts the stick
+// read-write, and runs the agent (package agent): which setup.bin record
+// went to this machine, one line appended to provstick/ledger.jsonl, and
+// the technician's screen. Finally it unmounts the stick and powers off
+// after a countdown shown on the screen.
+//
+// Serial console markers (tests and scripts/bench-agent.sh time them):
+// "provstick: ready", "provstick: ledger: writing" (just before the
+// append), "provstick: ledger: line N … written" (file and directory
+// fsynced), "provstick: screen drawn".
 //
 // Kernel command line:
 //
@@ -20,6 +30,12 @@
 //	provstick.countdown=N      seconds before powering off (default: the
 //	                           stick's provstick/agent.json, else 10)
 //	provstick.debug=1          debug logging on the console
+//	provstick.screen=PATH      the technician's screen (default /dev/tty0; none: off)
+//	provstick.test.hold=NAME   tests only: before the ledger write, wait for
+//	                           a byte on the virtio-serial port NAME
+//
+// The stick's provstick/agent.json may set "countdown" (seconds) and
+// "me_wait" (seconds to wait for the ME, default 30).
 //
 // It must be built static: CGO_ENABLED=0 go build ./initramfs/agent/cmd/provstick-agent.
 // It requires Linux and is only useful as PID 1.

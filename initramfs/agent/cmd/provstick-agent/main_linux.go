@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -55,7 +57,7 @@ func run() {
 				Lead: "Reading the stick and asking this machine who it is.", Lines: []string{"This takes a few seconds."}})
 		}
 	}
-	loaded, failed := loadModules(say)
+	loaded, failed, skipped := loadModules(say, false)
 	say("ready: %d modules loaded, %d failed, %v after init started, %s since boot",
 		loaded, failed, time.Since(start).Round(time.Millisecond), uptime())
 	// A clock still wrong after this is named in the ledger line by Run.
@@ -71,7 +73,7 @@ func run() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
 
-	scr, countdown := work(start, boot, log, say)
+	scr, countdown := work(start, boot, skipped, log, say)
 	unix.Sync()
 	if con != nil {
 		con.Draw(scr)
@@ -85,12 +87,31 @@ func run() {
 
 // work finds the stick, runs the agent and prints the result; it returns
 // the technician's screen and the countdown to use.
-func work(initStart time.Time, boot agent.Boot, log *slog.Logger, say func(string, ...any)) (agent.Screen, int) {
+func work(initStart time.Time, boot agent.Boot, skipped []string, log *slog.Logger, say func(string, ...any)) (agent.Screen, int) {
 	countdown := boot.Countdown
+	// Ask the machine (ME, DMI, NICs, TPM) while the USB stick is still
+	// being enumerated; the ME's wait is bounded below once agent.json
+	// has said how long it may be.
+	mcfg := agent.Config{MEAddress: boot.MEAddress, METimeout: 10 * time.Minute, DMI: agent.SysDMI{}, NICs: agent.SysNICs{}, TPM: agent.DeviceTPM{}, Logger: log}
+	mctx, mcancel := context.WithCancel(context.Background())
+	defer mcancel()
+	machine := make(chan *agent.Machine, 1)
+	go func() { machine <- agent.CollectMachine(mctx, mcfg) }()
 	findStart := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), findTimeout)
-	root, man, err := agent.FindStick(ctx, mountDir, log)
-	cancel()
+	defer cancel()
+	first := ctx
+	if len(skipped) > 0 {
+		var c2 context.CancelFunc
+		first, c2 = context.WithTimeout(ctx, findTimeout/4)
+		defer c2()
+	}
+	root, man, err := agent.FindStick(first, mountDir, log)
+	if err != nil && len(skipped) > 0 && ctx.Err() == nil {
+		say("stick not found yet; loading the %d modules left out: %s", len(skipped), strings.Join(skipped, " "))
+		loadSkipped(skipped, say)
+		root, man, err = agent.FindStick(ctx, mountDir, log)
+	}
 	if err != nil {
 		s := agent.Screen{Kind: agent.ScreenProblem, Title: "PROBLEM - THE STICK WAS NOT FOUND",
 			Lead:  "The provisioning stick was not found; nothing was written.",
@@ -108,13 +129,17 @@ func work(initStart time.Time, boot agent.Boot, log *slog.Logger, say func(strin
 		countdown = conf.countdown()
 	}
 	say("stick %s found in %v", man.Stick, time.Since(findStart).Round(time.Millisecond))
+	var m *agent.Machine
+	select {
+	case m = <-machine:
+	case <-time.After(time.Until(findStart.Add(conf.meWait()))):
+		say("the ME did not answer within %v (agent.json me_wait); going on without it", conf.meWait())
+		mcancel()
+		m = <-machine
+	}
 	res, err := agent.Run(context.Background(), agent.Config{
 		Root:        root,
-		MEAddress:   boot.MEAddress,
-		METimeout:   conf.meWait(),
-		DMI:         agent.SysDMI{},
-		NICs:        agent.SysNICs{},
-		TPM:         agent.DeviceTPM{},
+		Machine:     m,
 		Logger:      log,
 		BeforeWrite: func(ctx context.Context) error { return beforeWrite(ctx, boot, say) },
 	})
@@ -131,7 +156,7 @@ func work(initStart time.Time, boot agent.Boot, log *slog.Logger, say func(strin
 	say("ledger: line %d (%s) written in %v, of which ME %v; init start to fsync %v, stick search %v; %s since boot", res.Record.Seq, res.Record.Case,
 		res.Elapsed.Round(time.Millisecond), res.MEElapsed.Round(time.Millisecond), time.Since(initStart).Round(time.Millisecond),
 		res.Started.Sub(findStart).Round(time.Millisecond), uptime())
-	say("agent phases: %s", agent.PhasesString(res.Phases))
+	say("agent phases: %s; machine (during the stick search): %s", agent.PhasesString(res.Phases), agent.PhasesString(m.Phases))
 	scr := agent.ResultScreen(res)
 	title := "DONE"
 	if !res.OK {
@@ -245,28 +270,162 @@ func finish(boot agent.Boot, countdown int, con *agent.Console, say func(string,
 }
 
 // loadModules loads each module named in moduleOrder; a module the kernel
-// already has (EEXIST) counts as loaded.
-func loadModules(say func(string, ...any)) (loaded, failed int) {
-	f, err := os.Open(moduleOrder)
+// already has (EEXIST) counts as loaded. A host-controller or virtio
+// driver for hardware the machine does not have (hardwareGated) is left
+// out and returned in skipped, to be loaded after all if the stick does
+// not show up: each module costs a signature check and relocation, which
+// under emulation is tens of milliseconds.
+func loadModules(say func(string, ...any), all bool) (loaded, failed int, skipped []string) {
+	b, err := os.ReadFile(moduleOrder)
 	if err != nil {
 		say("no module list: %v", err)
-		return 0, 0
+		return 0, 0, nil
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		name := strings.TrimSpace(sc.Text())
+	present := pciPresent()
+	var files []string
+	for _, name := range strings.Split(string(b), "\n") {
+		name = strings.TrimSpace(name)
 		if name == "" || strings.Contains(name, "/") {
 			continue
 		}
-		if err := finitModule(filepath.Join(moduleDir, name), moduleParams[moduleName(name)]); err != nil && !errors.Is(err, unix.EEXIST) {
-			say("loading module %s: %v", name, err)
-			failed++
+		if gate, ok := hardwareGated[moduleName(name)]; ok && !all && !present(gate) {
+			skipped = append(skipped, name)
 			continue
 		}
-		loaded++
+		files = append(files, name)
 	}
-	return loaded, failed
+	res := loadParallel(files)
+	slowest := slices.Clone(res)
+	slices.SortFunc(slowest, func(a, b modResult) int { return int(b.took - a.took) })
+	var parts []string
+	for _, m := range slowest[:min(4, len(slowest))] {
+		parts = append(parts, fmt.Sprintf("%s %v", m.name, m.took.Round(time.Millisecond)))
+	}
+	for _, r := range res {
+		if r.err != nil {
+			say("loading module %s: %v", r.name, r.err)
+			failed++
+		} else {
+			loaded++
+		}
+	}
+	if len(parts) > 0 {
+		say("modules: slowest %s; left out (no such hardware) %d", strings.Join(parts, ", "), len(skipped))
+	}
+	return loaded, failed, skipped
+}
+
+type modResult struct {
+	name string
+	took time.Duration
+	err  error
+}
+
+// loadParallel loads the modules in files (order-file names), each as
+// soon as the modules it depends on (its .modinfo "depends=") are in, so
+// that one driver's probe (xhci_pci resets its controller) overlaps
+// another's loading. A module whose dependency failed is still tried
+// (the dependency may be built in).
+func loadParallel(files []string) []modResult {
+	done := map[string]chan struct{}{}
+	for _, f := range files {
+		done[moduleName(f)] = make(chan struct{})
+	}
+	res := make([]modResult, len(files))
+	var wg sync.WaitGroup
+	for i, f := range files {
+		name := moduleName(f)
+		deps := moduleDeps(filepath.Join(moduleDir, f))
+		wg.Go(func() {
+			defer close(done[name])
+			for _, d := range deps {
+				if ch, ok := done[d]; ok && d != name {
+					<-ch
+				}
+			}
+			t0 := time.Now()
+			err := finitModule(filepath.Join(moduleDir, f), moduleParams[name])
+			if errors.Is(err, unix.EEXIST) {
+				err = nil
+			}
+			res[i] = modResult{name, time.Since(t0), err}
+		})
+	}
+	wg.Wait()
+	return res
+}
+
+// moduleDeps reads "depends=a,b" from a module's .modinfo section; an
+// unreadable module has none (finit_module will say what is wrong).
+func moduleDeps(path string) []string {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	sec := f.Section(".modinfo")
+	if sec == nil || sec.Size > 1<<20 {
+		return nil
+	}
+	b, err := sec.Data()
+	if err != nil {
+		return nil
+	}
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "depends="); ok {
+			var deps []string
+			for _, d := range strings.Split(v, ",") {
+				if d = strings.TrimSpace(d); d != "" {
+					deps = append(deps, strings.ReplaceAll(d, "-", "_"))
+				}
+			}
+			return deps
+		}
+	}
+	return nil
+}
+
+// loadSkipped loads the modules loadModules left out.
+func loadSkipped(names []string, say func(string, ...any)) {
+	for _, name := range names {
+		if err := finitModule(filepath.Join(moduleDir, name), moduleParams[moduleName(name)]); err != nil && !errors.Is(err, unix.EEXIST) {
+			say("loading module %s: %v", name, err)
+		}
+	}
+}
+
+// hardwareGated maps leaf driver modules to the PCI devices they drive:
+// "c:0c0330" a class code (xHCI), "v:1af4" a vendor (virtio).
+var hardwareGated = map[string]string{
+	"xhci_pci":       "c:0c0330",
+	"ehci_pci":       "c:0c0320",
+	"ehci_hcd":       "c:0c0320", // only ehci_pci needs it here
+	"ohci_pci":       "c:0c0310",
+	"ohci_hcd":       "c:0c0310", // only ohci_pci needs it here
+	"uhci_hcd":       "c:0c0300",
+	"virtio_pci":     "v:1af4",
+	"virtio_console": "v:1af4",
+}
+
+// pciPresent reads /sys/bus/pci/devices once; the returned function
+// reports whether a device matches a hardwareGated value. If sysfs cannot
+// be read, everything is present.
+func pciPresent() func(string) bool {
+	ents, err := os.ReadDir("/sys/bus/pci/devices")
+	if err != nil || len(ents) == 0 {
+		return func(string) bool { return true }
+	}
+	have := map[string]bool{}
+	for _, e := range ents {
+		dir := filepath.Join("/sys/bus/pci/devices", e.Name())
+		if b, err := os.ReadFile(filepath.Join(dir, "class")); err == nil {
+			have["c:"+strings.TrimPrefix(strings.TrimSpace(string(b)), "0x")] = true
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "vendor")); err == nil {
+			have["v:"+strings.TrimPrefix(strings.TrimSpace(string(b)), "0x")] = true
+		}
+	}
+	return func(k string) bool { return have[k] }
 }
 
 // moduleParams are the parameters the agent loads modules with.
