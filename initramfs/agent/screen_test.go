@@ -106,3 +106,26 @@ func TestRunClockWrong(t *testing.T) {
 		t.Errorf("a flat RTC: missing %v, OK %v; want clock named, still OK", res.Record.Missing, res.OK)
 	}
 }
+
+// TestRunWithCollectedMachine: what CollectMachine gathered beforehand is
+// what Run writes, without asking the sources again.
+func TestRunWithCollectedMachine(t *testing.T) {
+	root, psks := stick(t, 2, true)
+	consume(t, root, 1)
+	addr, dev := simulator(t, inSetup(t, psks[0].PID.String()))
+	cfg := config(t, root, addr)
+	m := CollectMachine(t.Context(), cfg)
+	if m.AMT == nil || m.AMT.UUID != dev.State().UUID.String() || len(m.Phases) != 3 {
+		t.Fatalf("collected %+v", m)
+	}
+	cfg.Machine = m
+	cfg.MEAddress = "unix:///nonexistent" // not asked again
+	cfg.TPM = nil
+	res, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res.Record; r.AMT == nil || r.AMT.UUID != m.AMT.UUID || r.TPM == nil || hasMissing(r, "amt") || hasMissing(r, "tpm") || !res.OK {
+		t.Errorf("record %+v, missing %v", r, r.Missing)
+	}
+}
