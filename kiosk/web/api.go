@@ -132,7 +132,7 @@ func (s *Server) importLedger(r *http.Request) (ImportResult, error) {
 			if errors.As(err, &mb) {
 				return ImportResult{}, fmt.Errorf("%w: the upload is larger than %s", errBadRequest, byteSize(s.o.MaxLedgerBytes))
 			}
-			return ImportResult{}, fmt.Errorf("%w: reading the upload: %v", errBadRequest, err)
+			return ImportResult{}, fmt.Errorf("%w: reading the upload: %w", errBadRequest, err)
 		}
 		f, fh, err := r.FormFile("ledger")
 		if err != nil {
@@ -144,7 +144,7 @@ func (s *Server) importLedger(r *http.Request) (ImportResult, error) {
 		}
 		name = sanitizeName(fh.Filename)
 		if data, err = io.ReadAll(io.LimitReader(f, s.o.MaxLedgerBytes+1)); err != nil {
-			return ImportResult{}, fmt.Errorf("%w: reading %s: %v", errBadRequest, name, err)
+			return ImportResult{}, fmt.Errorf("%w: reading %s: %w", errBadRequest, name, err)
 		}
 	} else {
 		name = sanitizeName(r.URL.Query().Get("name"))
@@ -154,7 +154,7 @@ func (s *Server) importLedger(r *http.Request) (ImportResult, error) {
 			if errors.As(err, &mb) {
 				return ImportResult{}, fmt.Errorf("%w: the upload is larger than %s", errBadRequest, byteSize(s.o.MaxLedgerBytes))
 			}
-			return ImportResult{}, fmt.Errorf("%w: reading the upload: %v", errBadRequest, err)
+			return ImportResult{}, fmt.Errorf("%w: reading the upload: %w", errBadRequest, err)
 		}
 	}
 	if int64(len(data)) > s.o.MaxLedgerBytes {
@@ -166,7 +166,7 @@ func (s *Server) importLedger(r *http.Request) (ImportResult, error) {
 	res, err := s.o.Reconciler.ImportLedger(r.Context(), name, bytes.NewReader(data))
 	if err != nil {
 		s.log.Warn("ledger import refused", "source", name, "user", who(r).user, "err", err)
-		return ImportResult{}, fmt.Errorf("%w: %s: %v", errImport, name, err)
+		return ImportResult{}, fmt.Errorf("%w: %s: %w", errImport, name, err)
 	}
 	if res.Source == "" {
 		res.Source = name
