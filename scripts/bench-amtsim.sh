@@ -24,6 +24,7 @@ echo "$out" | awk '
 		if (a == 0 || p == 0) { print "bench-amtsim: missing Get results"; exit 1 }
 		o = median(ours, a); q = median(peer, p)
 		printf "median Get against the simulator: provstick %.0f µs, MeshCentral %.0f µs, MeshCentral/provstick = %.2fx\n", o / 1000, q / 1000, q / o
+		printf "@figure {\"name\":\"Get against the simulator\",\"ours\":%.1f,\"peer\":\"MeshCentral amt-wsman\",\"peer_value\":%.1f,\"unit\":\"µs\",\"better\":\"lower\"}\n", o / 1000, q / 1000
 	}'
 echo "$prov" | awk '/^BenchmarkProvision/ { for (i = 1; i < NF; i++) if ($(i+1) == "provisions/s") printf "full provisioning exchange (TLS-PSK, one client): %.1f machines/s\n", $i }'
 echo "$idle" | awk '/^BenchmarkIdleDevice/ { for (i = 1; i < NF; i++) if ($(i+1) == "B/device") printf "idle machine: %.1f KiB (target 64 KiB, %.2f of it)\n", $i / 1024, $i / 65536 }'

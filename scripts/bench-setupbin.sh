@@ -30,11 +30,13 @@ if [ "$mc_n" != "$n" ]; then
 	echo "bench-setupbin: MeshCentral decoded $mc_n records, want $n" >&2
 	exit 1
 fi
-awk -v b="$bytes" -v oe="$ours_enc" -v od="$ours_dec" -v me="$mc_enc" -v md="$mc_dec" -v same="$mc_same" 'BEGIN {
+awk -v n="$n" -v b="$bytes" -v oe="$ours_enc" -v od="$ours_dec" -v me="$mc_enc" -v md="$mc_dec" -v same="$mc_same" 'BEGIN {
 	mb = b / 1e6
 	printf "%-12s %10s %12s %10s %12s\n", "", "encode s", "encode MB/s", "decode s", "decode MB/s"
 	printf "%-12s %10.3f %12.0f %10.3f %12.0f\n", "provstick", oe, mb / oe, od, mb / od
 	printf "%-12s %10.3f %12.0f %10.3f %12.0f\n", "MeshCentral", me, mb / me, md, mb / md
 	printf "ratio (MeshCentral / provstick): encode %.1fx (target >= 25x), decode %.1fx (target >= 5x)\n", me / oe, md / od
 	printf "MeshCentral re-encoded our file byte for byte: %s\n", same
+	printf "@figure {\"name\":\"encode %d PSK records\",\"ours\":%.4f,\"peer\":\"MeshCentral amt-setupbin.js\",\"peer_value\":%.4f,\"unit\":\"s\",\"better\":\"lower\",\"target\":\"≥ 25×\"}\n", n, oe, me
+	printf "@figure {\"name\":\"decode %d PSK records\",\"ours\":%.4f,\"peer\":\"MeshCentral amt-setupbin.js\",\"peer_value\":%.4f,\"unit\":\"s\",\"better\":\"lower\",\"target\":\"≥ 5×\"}\n", n, od, md
 }'

@@ -37,6 +37,7 @@ function verdict(v, t) { return v <= t ? "ok" : "OVER TARGET" }
 	else if (name == "Status1M") { t = 1000; what = "pool status, 1,000,000 entries" }
 	else next
 	printf "%-42s %-8s %10.1f ms   target <= %5d ms   %s\n", what, eng, v, t, verdict(v, t)
+	printf "@figure {\"name\":\"%s (%s)\",\"ours\":%.1f,\"peer\":\"the issue'"'"'s target\",\"peer_value\":%d,\"unit\":\"ms\",\"better\":\"lower\",\"target\":\"≤ %d ms\"}\n", what, eng, v, t, t
 	if (v > t) over = 1
 }
 END { exit over }

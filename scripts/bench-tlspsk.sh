@@ -31,6 +31,7 @@
 #    so this ratio is expected to stay well below 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 
 BENCHTIME=${BENCHTIME:-1s}
 COUNT=${COUNT:-5} # Go benchmark repetitions; figures are medians (the machine is shared and noisy)
@@ -132,10 +133,13 @@ for v in tls1 tls1_2; do
 	ours=$(metric "^BenchmarkHandshake/$v/ours-server" handshakes/s)
 	ossl=$(metric "^BenchmarkHandshake/$v/openssl-server" handshakes/s)
 	printf '%-58s ours %8s  openssl %8s  ratio %s\n' "handshakes/s $v, our client -> {our server | s_server}" "$ours" "$ossl" "$(ratio "$ours" "$ossl")"
+	figure "PSK handshakes, $v" "$ours" "OpenSSL s_server" "$ossl" "handshakes/s" higher
 done
 ours_bulk=$(metric '^BenchmarkThroughput' MB/s)
 ours_bulk_cpu=$(metric '^BenchmarkThroughput' MB/cpu-s)
 printf '%-58s ours %8s  openssl %8s  ratio %s\n' "bulk MB/s, one TLS 1.2 connection (wall clock)" "$ours_bulk" "$ossl_bulk" "$(ratio "$ours_bulk" "$ossl_bulk")"
+figure "bulk, one TLS 1.2 connection" "$ours_bulk" "OpenSSL s_client/s_server" "$ossl_bulk" "MB/s" higher
 printf '%-58s ours %8s  openssl %8s  ratio %s\n' "bulk MB per CPU-second, both ends" "$ours_bulk_cpu" "$ossl_bulk_cpu" "$(ratio "$ours_bulk_cpu" "$ossl_bulk_cpu")"
 ours_seal=$(metric '^BenchmarkRecordSeal' MB/s)
 printf '%-58s ours %8s  openssl %8s  ratio %s\n' "crypto only MB/s, 16 KiB AES-128-CBC+HMAC-SHA1 (context)" "$ours_seal" "$ossl_speed" "$(ratio "$ours_seal" "$ossl_speed")"
+figure "record sealing, 16 KiB AES-128-CBC+HMAC-SHA1" "$ours_seal" "openssl speed" "$ossl_speed" "MB/s" higher

@@ -19,4 +19,5 @@ echo "$out" | awk '
 		if (a == 0 || p == 0) { print "bench-wsman: missing results"; exit 1 }
 		o = median(ours, a); q = median(peer, p)
 		printf "median per Get: provstick %.0f µs, MeshCentral %.0f µs, MeshCentral/provstick = %.2fx\n", o / 1000, q / 1000, q / o
+		printf "@figure {\"name\":\"WS-Man Get, client side\",\"ours\":%.1f,\"peer\":\"MeshCentral amt-wsman\",\"peer_value\":%.1f,\"unit\":\"µs\",\"better\":\"lower\"}\n", o / 1000, q / 1000
 	}'
