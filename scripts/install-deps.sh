@@ -25,6 +25,8 @@ declare -A APT=(
 	[systemd-boot-efi]=/usr/lib/systemd/boot/efi/systemd-bootx64.efi  # UEFI loader
 	[swtpm]=/usr/bin/swtpm                            # the TPM the agent reads in tests
 	[swtpm-tools]=/usr/bin/swtpm_setup
+	[chromium]=/usr/bin/chromium                      # web console browser tests (headless)
+	[iproute2]=/usr/sbin/ip                            # kiosk discovery test in network namespaces
 )
 STATICCHECK_VERSION=v0.8.2                 # staticcheck 2026.2.2, knows Go 1.26
 MESHCENTRAL_VERSION=1.1.55                 # peer for setup.bin interop tests
