@@ -152,7 +152,15 @@ func Activate(ctx context.Context, dev heci.Device, password Password, opts *Opt
 		return nil, fmt.Errorf("reading AMT_GeneralSettings locally: %w", err)
 	}
 	in := setupInput{NetAdminPassEncryptionType: 2, NetworkAdminPassword: DigestPassword("admin", g.DigestRealm, password)}
-	if err := c.Invoke(ctx, URIHostBasedSetupService, "Setup", nil, in, nil); err != nil {
+	// wsman's envelope masking does not know NetworkAdminPassword (a
+	// password-equivalent digest): Setup goes through a client that logs
+	// no envelopes.
+	quiet, err := wsman.NewClient(wsman.Options{Endpoint: Endpoint, Username: acct.User, Password: wsman.Secret(acct.Password.Reveal()),
+		HTTPClient: &http.Client{Transport: rt}})
+	if err != nil {
+		return nil, err
+	}
+	if err := quiet.Invoke(ctx, URIHostBasedSetupService, "Setup", nil, in, nil); err != nil {
 		if me, ok := errors.AsType[*wsman.MethodError](err); ok {
 			return nil, &SetupError{ReturnValue: uint32(me.Status)}
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -246,4 +247,47 @@ func TestPKIFailureAfterAdminSetup(t *testing.T) {
 	if !res.AdminSet || res.AdminPassword == "" || !st.MEBxPassword.Equal(res.AdminPassword.Reveal()) || st.ControlMode != amthi.ControlAdmin {
 		t.Fatalf("admin set %v, machine %v", res.AdminSet, st.ControlMode)
 	}
+}
+
+// The kiosk's debug log (envelopes included) holds no password, digest or
+// key of the PKI run.
+func TestPKINoSecretsInLogs(t *testing.T) {
+	pkiFixtures(t)
+	var buf syncBuffer
+	klog := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ns, addr, j := pkiMachine(t, pkiFix.site, "site.example", nil)
+	res := pkiProvisioner(t, pkiFix.site, addr, klog).Provision(t.Context(), j)
+	if res.Outcome != OutcomeProvisioned {
+		t.Fatalf("%s: %v", res.Outcome, res.Failure)
+	}
+	logs := buf.String()
+	if !strings.Contains(logs, "AdminSetup") && !strings.Contains(logs, "AddNextCertInChain") {
+		t.Fatal("debug log has no envelopes: the test checks nothing")
+	}
+	for _, secret := range []string{res.AdminPassword.Reveal(), string(pkiMEBx)} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("a password is in the debug log")
+		}
+	}
+	// The Digest form AdminSetup carries.
+	if strings.Contains(logs, NetworkAdminPassword("admin", ns.Realm(), res.AdminPassword).Reveal()) {
+		t.Errorf("NetworkAdminPassword in the debug log")
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
