@@ -61,7 +61,6 @@ PLATFORMS ?= linux/amd64 linux/arm64
 DIST      ?= dist
 CLIPKG    := github.com/provstick/provstick/cmd/provstick/cli
 LDFLAGS   := -s -w -X $(CLIPKG).Version=$(VERSION) -X $(CLIPKG).Commit=$(COMMIT) -X $(CLIPKG).Date=$(DATE)
-export SOURCE_DATE_EPOCH
 
 release:
 	@mkdir -p $(DIST)
@@ -79,7 +78,7 @@ release:
 deb: release
 	@set -e; host=$(DIST)/provstick_linux_$$($(GO) env GOARCH); \
 	for p in $(PLATFORMS); do arch=$${p#*/}; \
-	  $(GO) run ./packaging/cmd/mkdeb --arch $$arch --version '$(VERSION)' \
+	  SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./packaging/cmd/mkdeb --arch $$arch --version '$(VERSION)' \
 	    --binary $(DIST)/provstick_linux_$$arch --agent $(DIST)/provstick-agent_linux_amd64 \
 	    --host-binary $$host -o $(DIST); \
 	done

@@ -24,7 +24,8 @@
 //	/usr/share/zsh/vendor-completions/_provstick
 //	/usr/share/fish/vendor_completions.d/provstick.fish
 //	/usr/share/man/man1/provstick*.1.gz
-//	/usr/share/doc/provstick/               README.md and docs/
+//	/usr/share/doc/provstick/               README.md, docs/ and examples/ (a
+//	                                        drop-in that turns on the kiosk's DHCP)
 //
 // Completions and man pages are generated at package time by running a
 // provstick this machine can execute (--host-binary; --binary when the
@@ -202,6 +203,10 @@ func build(ctx context.Context, o options) (string, error) {
 		}
 		host = o.binary
 	}
+	// The host binary runs in a temporary directory: make its path absolute.
+	if host, err = filepath.Abs(host); err != nil {
+		return "", fmt.Errorf("flag --host-binary: %w", err)
+	}
 
 	gen, err := os.MkdirTemp("", "mkdeb-")
 	if err != nil {
@@ -224,6 +229,7 @@ func build(ctx context.Context, o options) (string, error) {
 		{Source: filepath.Join(gen, "completion.zsh"), Destination: "/usr/share/zsh/vendor-completions/_provstick", FileInfo: &files.ContentFileInfo{Mode: 0o644}},
 		{Source: filepath.Join(gen, "completion.fish"), Destination: "/usr/share/fish/vendor_completions.d/provstick.fish", FileInfo: &files.ContentFileInfo{Mode: 0o644}},
 		{Source: filepath.Join(o.root, "README.md"), Destination: "/usr/share/doc/provstick/README.md", FileInfo: &files.ContentFileInfo{Mode: 0o644}},
+		{Source: filepath.Join(pk, "provstick-kiosk-dhcp.conf"), Destination: "/usr/share/doc/provstick/examples/provstick-kiosk-dhcp.conf", FileInfo: &files.ContentFileInfo{Mode: 0o644}},
 	}
 	man, err := tree(filepath.Join(gen, "man"), "/usr/share/man/man1")
 	if err != nil {

@@ -126,8 +126,17 @@ func TestPackage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A relative --binary, as make deb passes it.
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(wd, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
 	o := options{
-		arch: runtime.GOARCH, version: "v1.2.3-4-gabcdef0", binary: bin, agent: agent,
+		arch: runtime.GOARCH, version: "v1.2.3-4-gabcdef0", binary: rel, agent: agent,
 		root: repoRoot, output: filepath.Join(dir, "out"), maintainer: "test <test@localhost>", mtime: mtime,
 	}
 	debFile, err := build(ctx, o)
