@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/provstick/provstick/internal/soak"
 	"github.com/provstick/provstick/setupbin"
 )
 
@@ -220,18 +221,41 @@ func TestConcurrentAllocation(t *testing.T) {
 	})
 }
 
+// pids is the set of PIDs in the store.
+func pids(t *testing.T, s *Store) map[string]bool {
+	t.Helper()
+	rows, err := s.db.QueryContext(t.Context(), "SELECT pid FROM entries")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	m := map[string]bool{}
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		m[p] = true
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // TestCrashSafety kills a child process with SIGKILL at a random moment
 // while it allocates sticks or imports entries, 20 times per engine, and
 // checks after each kill that the store opens cleanly and nothing is
 // half-done.
 func TestCrashSafety(t *testing.T) {
-	const iterations = 20
+	iterations := soak.Runs(20) // make soak runs more
 	forEngines(t, func(t *testing.T, dsn string) {
 		ctx := t.Context()
 		s := openT(t, dsn, pass("proc"))
 		if _, err := s.Generate(ctx, GenerateSpec{Count: 500, Profile: "amt6-10"}); err != nil {
 			t.Fatal(err)
 		}
+		before := pids(t, s)
 		s.Close()
 		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 		totalCommits := 0
@@ -291,6 +315,31 @@ func TestCrashSafety(t *testing.T) {
 		}
 		if totalCommits == 0 {
 			t.Errorf("no child committed anything before its kill: the test proves little")
+		}
+		// For make soak: the 500 generated entries must all be there, and no
+		// PID twice.
+		s = openT(t, dsn, pass("proc"))
+		defer s.Close()
+		var all, distinct int
+		s.db.QueryRowContext(ctx, "SELECT count(*), count(DISTINCT pid) FROM entries").Scan(&all, &distinct)
+		after := pids(t, s)
+		lost := 0
+		for p := range before {
+			if !after[p] {
+				lost++
+			}
+		}
+		if lost > 0 || all != distinct {
+			t.Errorf("%d generated entries lost, %d duplicate PIDs", lost, all-distinct)
+		}
+		engine := "sqlite"
+		if strings.HasPrefix(dsn, "postgres") {
+			engine = "postgresql"
+		}
+		if err := soak.Report(soak.Result{Loop: "store kill -9 (" + engine + ")", Runs: iterations, Faults: iterations,
+			Lost: lost, Duplicates: all - distinct,
+			Note: fmt.Sprintf("%d commits before the kills", totalCommits)}); err != nil {
+			t.Error(err)
 		}
 	})
 }
