@@ -18,8 +18,18 @@
 // reply was lost is detected by connecting with TLS first (the machine has
 // dropped TLS-PSK once committed).
 //
-// Not implemented yet: steps 8 (extra users), 10 (next PID/PPS), 12
-// (audit record) and plain HTTP on 16992.
+// Plain HTTP on 16992 (spec §4: "or plain HTTP on 16992 for devices set
+// up without TLS"): with Options.Plain set to PlainFallback, a machine whose
+// 16993 refuses the TCP connection is provisioned over plain HTTP on 16992
+// with the same Digest login (the exchange is then not encrypted, which the
+// history says); PlainAlways uses 16992 only. The steps are the same, and
+// the verification after the commit is over TLS as always.
+//
+// Step 12 (the provisioning audit record) is read after the verification,
+// best effort (IPS_ProvisioningAuditRecord, else the pre-7.0 method), and
+// written to the history. Not implemented: steps 8 (extra users; no policy
+// asks for any) and 10 (next PID/PPS: the pool would have to hand the
+// machine a second entry, and the encoding is unconfirmed, spec §6 [U]).
 package provision
 
 import (
@@ -38,6 +48,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/provstick/provstick/internal/tlspsk"
@@ -129,12 +140,41 @@ type Options struct {
 	// Resolve gives the host:port of a machine's 16993; nil → the hello's
 	// source address, port 16993.
 	Resolve func(ctx context.Context, j Job) (string, error)
+	// Plain says when to use plain HTTP on 16992 (see the package doc);
+	// zero: never.
+	Plain PlainMode
+	// ResolvePlain gives the host:port of a machine's 16992; nil → the
+	// host Resolve gave, port 16992.
+	ResolvePlain func(ctx context.Context, j Job) (string, error)
 	// PasswordLength of generated admin passwords; 0 → 16.
 	PasswordLength int
 	// Rand for passwords; nil → crypto/rand.
 	Rand io.Reader
 	// OnResult, if set, is called after each run (tests, metrics, web).
 	OnResult func(Result)
+}
+
+// PlainMode says when the kiosk provisions over plain HTTP on 16992.
+type PlainMode int
+
+// Plain modes.
+const (
+	PlainNever    PlainMode = iota // TLS-PSK on 16993 only
+	PlainFallback                  // 16992 when 16993 refuses the connection
+	PlainAlways                    // 16992 only
+)
+
+// ParsePlainMode parses "never", "fallback" or "always".
+func ParsePlainMode(s string) (PlainMode, error) {
+	switch s {
+	case "never", "":
+		return PlainNever, nil
+	case "fallback":
+		return PlainFallback, nil
+	case "always":
+		return PlainAlways, nil
+	}
+	return 0, fmt.Errorf("plain HTTP mode %q: want never, fallback or always", s)
 }
 
 // Outcome of a run.
@@ -297,6 +337,9 @@ type run struct {
 	pr       progress
 	password setupbin.Password // generated admin/MEBx password
 	addr     string
+	plain    string // host:port of 16992 when provisioning over plain HTTP
+	audit    string // step 12, for the history
+	actions  []store.AuditRecord
 	c        *wsman.Client
 	tr       *http.Transport
 	log      *slog.Logger
@@ -330,7 +373,31 @@ func (p *Provisioner) Provision(ctx context.Context, j Job) Result {
 	if r.tr != nil {
 		r.tr.CloseIdleConnections()
 	}
+	r.flushAudit(ctx, res)
 	return res
+}
+
+// act notes one action for the audit log (written at the end of the run,
+// in one transaction).
+func (r *run) act(action, outcome, detail string) {
+	r.actions = append(r.actions, store.AuditRecord{At: time.Now(), Actor: "kiosk", Action: action, PID: r.j.PID, UUID: r.j.UUID, Outcome: outcome, Detail: detail})
+}
+
+// flushAudit writes the run's actions and its outcome to the audit log.
+func (r *run) flushAudit(ctx context.Context, res Result) {
+	outcome := string(res.Outcome)
+	detail := fmt.Sprintf("from %s, %v", r.j.Peer, res.Duration.Round(time.Millisecond))
+	if res.Failure != nil {
+		outcome = "failed: " + string(res.Failure.Class)
+		detail += ", step " + strconv.Itoa(res.Failure.Step) + ": " + res.Failure.Error()
+	}
+	if r.plain != "" {
+		detail += ", over plain HTTP " + r.plain
+	}
+	r.act("provision.run", outcome, detail)
+	if err := r.p.o.Store.Audit(context.WithoutCancel(ctx), r.actions...); err != nil {
+		r.log.Error("writing the audit log", "err", err)
+	}
 }
 
 // fail records a failure in the store (unless it is about the entry
@@ -423,6 +490,9 @@ func (r *run) do(ctx context.Context, res *Result) error {
 			return Classify(StepVerify, err)
 		}
 	}
+	if err := r.choosePlain(ctx); err != nil {
+		return err
+	}
 	if err := r.connect(); err != nil {
 		return &Failure{Class: ClassKiosk, Err: err}
 	}
@@ -457,8 +527,10 @@ func (r *run) do(ctx context.Context, res *Result) error {
 			break
 		}
 		if err != nil {
+			r.act(fmt.Sprintf("provision.step %d %s", st.n, stepName(st.n)), "failed", err.Error())
 			return Classify(st.n, err)
 		}
+		r.act(fmt.Sprintf("provision.step %d %s", st.n, stepName(st.n)), "ok", "")
 		r.step = max(r.step, st.n)
 		r.log.Debug("step done", "step", st.n, "name", stepName(st.n))
 	}
@@ -470,8 +542,10 @@ func (r *run) do(ctx context.Context, res *Result) error {
 		}
 	}
 	if err := r.verify(ctx); err != nil {
+		r.act("provision.verify", "failed", err.Error())
 		return Classify(StepVerify, err)
 	}
+	r.act("provision.verify", "ok", "kiosk-signed certificate presented, new admin password accepted")
 	return r.finish(ctx)
 }
 
@@ -528,8 +602,59 @@ func (r *run) save(ctx context.Context, note string) error {
 	return nil
 }
 
-// connect makes the TLS-PSK + Digest client.
+// choosePlain decides, per Options.Plain, whether this run talks plain
+// HTTP to 16992, and notes it in the history.
+func (r *run) choosePlain(ctx context.Context) error {
+	switch r.p.o.Plain {
+	case PlainNever:
+		return nil
+	case PlainFallback:
+		d := net.Dialer{Timeout: r.p.o.StepTimeout}
+		c, err := d.DialContext(ctx, "tcp", r.addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil // unreachable: the TLS-PSK attempt classifies it
+		}
+	}
+	addr, err := r.plainAddr(ctx)
+	if err != nil {
+		return &Failure{Class: ClassUnreachable, Err: err}
+	}
+	r.plain = addr
+	r.log.Warn("provisioning over plain HTTP on 16992: the Digest exchange is not encrypted", "addr", addr)
+	if err := r.p.o.Store.Note(ctx, r.pid, "connecting over plain HTTP to "+addr+" (16993 refused the connection): not encrypted"); err != nil {
+		return &Failure{Class: ClassKiosk, Err: err}
+	}
+	return nil
+}
+
+func (r *run) plainAddr(ctx context.Context) (string, error) {
+	if r.p.o.ResolvePlain != nil {
+		return r.p.o.ResolvePlain(ctx, r.j)
+	}
+	host, _, err := net.SplitHostPort(r.addr)
+	if err != nil {
+		return "", fmt.Errorf("address %q: %w", r.addr, err)
+	}
+	return net.JoinHostPort(host, "16992"), nil
+}
+
+// connect makes the TLS-PSK + Digest client (or, on the plain path, the
+// plain HTTP + Digest client).
 func (r *run) connect() error {
+	if r.plain != "" {
+		r.tr = &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}
+		c, err := wsman.NewClient(wsman.Options{Endpoint: "http://" + r.plain + "/wsman", Password: wsman.Secret(r.entry.NewPassword.Reveal()),
+			HTTPClient: &http.Client{Transport: r.tr}, PSKEncoding: r.p.o.PSKEncoding, Logger: r.log})
+		if err != nil {
+			return err
+		}
+		r.c = c
+		return nil
+	}
 	pid, pps := r.pid.String(), r.entry.PPS.Reveal()
 	form := r.p.o.KeyForm
 	d := &tlspsk.Dialer{NetDialer: &net.Dialer{Timeout: r.p.o.StepTimeout}, Config: &tlspsk.Config{
@@ -788,6 +913,7 @@ func (r *run) verify(ctx context.Context) error {
 			if sc.ProvisioningState != wsman.StatePost {
 				return fmt.Errorf("after commit the device reports %v", sc.ProvisioningState)
 			}
+			r.readAudit(ctx, c)
 			return nil
 		}
 		if errors.Is(err, wsman.ErrUnauthorized) || ctx.Err() != nil || Classify(StepVerify, err).Class != ClassUnreachable {
@@ -803,6 +929,26 @@ func (r *run) verify(ctx context.Context) error {
 	}
 }
 
+// readAudit is step 12, best effort: the provisioning audit record as the
+// device tells it (IPS_ProvisioningAuditRecord on 7.0+, else the older
+// method), for the history.
+func (r *run) readAudit(ctx context.Context, c *wsman.Client) {
+	ctx, cancel := context.WithTimeout(ctx, r.p.o.StepTimeout)
+	defer cancel()
+	var a *wsman.ProvisioningAuditRecord
+	if as, err := c.ProvisioningAuditRecords(ctx); err == nil && len(as) > 0 {
+		a = &as[len(as)-1]
+	} else if one, err2 := c.GetProvisioningAuditRecord(ctx); err2 == nil {
+		a = one
+	} else {
+		r.log.Debug("step 12: no audit record", "err", err2)
+		r.audit = "step 12: the device gave no provisioning audit record"
+		return
+	}
+	r.audit = fmt.Sprintf("step 12: audit record: TLS mode %d, provisioning server %s %s, time valid %v",
+		a.ProvisioningTLSMode, a.ProvServerIP, a.ProvServerFQDN, a.IsTimeValid)
+}
+
 // finish records the machine as provisioned.
 func (r *run) finish(ctx context.Context) error {
 	s := r.p.o.Store
@@ -812,6 +958,11 @@ func (r *run) finish(ctx context.Context) error {
 	serial := ""
 	if c, err := x509.ParseCertificate(r.pr.CertDER); err == nil {
 		serial = c.SerialNumber.Text(16)
+	}
+	if r.audit != "" {
+		if err := s.Note(ctx, r.pid, r.audit); err != nil {
+			return &Failure{Class: ClassKiosk, Err: err}
+		}
 	}
 	err := s.Transition(ctx, r.pid, store.StateProvisioned, store.Change{Reason: "verified over TLS: kiosk-signed certificate serial " + serial + ", new admin password accepted"})
 	if err != nil {

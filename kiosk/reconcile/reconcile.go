@@ -267,17 +267,23 @@ func Import(ctx context.Context, st *store.Store, name string, r io.Reader, opts
 		return nil, err
 	}
 	rep.NewRecords = added
+	im.audit = append(im.audit, store.AuditRecord{At: now, Action: "ledger.import", Outcome: fmt.Sprintf("%d discrepancies", len(rep.Discrepancies)),
+		Detail: fmt.Sprintf("%s: stick %q, %d records (%d new), %d consumed, %d damaged lines, %s", name, rep.Stick, rep.Records, added, rep.Consumed, rep.Damaged, rep.Digest)})
+	if err := st.Audit(ctx, im.audit...); err != nil {
+		return nil, err
+	}
 	log.Info("ledger imported", "source", name, "stick", rep.Stick, "records", rep.Records, "new", added,
 		"consumed", rep.Consumed, "matched", rep.Matched, "damaged", rep.Damaged, "discrepancies", len(rep.Discrepancies))
 	return rep, nil
 }
 
 type importer struct {
-	st  *store.Store
-	log *slog.Logger
-	now time.Time
-	rep *Report
-	err error
+	st    *store.Store
+	log   *slog.Logger
+	now   time.Time
+	rep   *Report
+	err   error
+	audit []store.AuditRecord
 }
 
 // add puts d in the report and, when keep, in the store's kept
@@ -444,6 +450,7 @@ func (im *importer) record(ctx context.Context, subject string, rec *ledger.Reco
 		}
 		if err == nil {
 			im.rep.Consumed++
+			im.audit = append(im.audit, store.AuditRecord{At: im.now, Action: "ledger.consume", PID: e.PID, UUID: lr.UUID, Outcome: "ok", Detail: reason})
 		}
 	case store.StateVoid:
 		im.add(ctx, Discrepancy{Kind: KindVoidConsumed, Severity: SeverityWarning, Subject: "PID " + pidDisplay(e.PID),

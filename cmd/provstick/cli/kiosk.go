@@ -26,7 +26,7 @@ func newKioskCmd(e *env) *cobra.Command {
 		Use:   "kiosk",
 		Short: "Run the offline provisioning server (hellos, DNS, PSK provisioning)",
 	}
-	cmd.AddCommand(newKioskServeCmd(e))
+	cmd.AddCommand(newKioskServeCmd(e), newKioskAuditCmd(e))
 	addSubcommands(e, cmd)
 	return cmd
 }
@@ -41,6 +41,7 @@ type kioskServeFlags struct {
 	dhcpRange  string
 	dhcpRouter string
 	dhcpPrefix int
+	plainHTTP  string
 }
 
 func newKioskServeCmd(e *env) *cobra.Command {
@@ -80,6 +81,7 @@ technician's next step. Runs until interrupted (or --run-for).`,
 	fl.StringVar(&f.dhcpRange, "dhcp-range", "", "DHCP `first-last` addresses handed out, e.g. 10.0.0.100-10.0.0.199 (needed with --dhcp-interface)")
 	fl.StringVar(&f.dhcpRouter, "dhcp-router", "", "DHCP option 3 router `address` (default: none)")
 	fl.IntVar(&f.dhcpPrefix, "dhcp-prefix", 24, "subnet prefix `length` of the DHCP network")
+	fl.StringVar(&f.plainHTTP, "plain-http", "never", "provision over plain HTTP on 16992: never, fallback (when 16993 refuses the connection; not encrypted) or always")
 	return cmd
 }
 
@@ -110,6 +112,10 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 	if kc.Concurrency < 1 || kc.Concurrency > 4096 {
 		return fmt.Errorf("configuration field kiosk.concurrency: invalid value %d (want 1 to 4096)", kc.Concurrency)
 	}
+	plain, err := provision.ParsePlainMode(f.plainHTTP)
+	if err != nil {
+		return fmt.Errorf("flag --plain-http: %w", err)
+	}
 	port := strconv.Itoa(kc.AMTTLSPort)
 	var mu sync.Mutex // stdout lines from the workers
 	o := kiosk.Options{
@@ -118,7 +124,7 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 		MaxHelloConnections: kc.MaxHelloConnections,
 		Provision: provision.Options{
 			Concurrency: kc.Concurrency, StepTimeout: kc.StepTimeout, VerifyDelay: kc.VerifyDelay,
-			KeyForm: keyForm, PSKEncoding: enc,
+			KeyForm: keyForm, PSKEncoding: enc, Plain: plain,
 			Resolve: func(_ context.Context, j provision.Job) (string, error) {
 				if !j.Peer.Addr().IsValid() {
 					return "", errors.New("no peer address")
