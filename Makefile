@@ -7,15 +7,18 @@ BIN      := bin/provstick
 FUZZTIME ?= 5s
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all deps build demo test vet lint unit fuzz bench clean
+.PHONY: all deps build demo test vet lint unit fuzz bench soak clean
 
 all: build
 
 deps:
 	@scripts/install-deps.sh --check >/dev/null 2>&1 || scripts/install-deps.sh
 
+# The agent that boots on the target is static (no libc in the initramfs);
+# provstick build finds it next to provstick.
 build:
 	$(GO) build -o $(BIN) ./cmd/provstick
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/provstick-agent ./initramfs/agent/cmd/provstick-agent
 
 demo: deps build
 	$(BIN) demo
@@ -35,8 +38,15 @@ unit:
 # go test's summary comes last, so the closing lines are its own.
 test: deps vet lint fuzz unit
 
-bench:
-	scripts/bench-setupbin.sh
+# Every benchmark script, each measuring ours and a peer in the same run;
+# writes bench/report.md and its charts. BENCH_ONLY="setupbin tlspsk" limits it.
+bench: deps
+	scripts/bench-all.sh
+
+# The crash loops (store, agent, kiosk) scaled up, with a 2,000-device load;
+# ends with one table (lost and duplicated entries must be 0). About 15 min.
+soak: deps
+	scripts/soak.sh
 
 clean:
 	rm -rf bin
