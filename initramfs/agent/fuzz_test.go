@@ -1,0 +1,68 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+var ourCSI = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z\]]`)
+
+func addSeeds(f *testing.F, pattern string) {
+	names, err := filepath.Glob(filepath.Join("testdata", "seeds", pattern))
+	if err != nil || len(names) == 0 {
+		f.Fatalf("no seeds %s: %v", pattern, err)
+	}
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(string(b))
+	}
+}
+
+// FuzzParseCmdline: any command line gives a valid Boot.
+func FuzzParseCmdline(f *testing.F) {
+	addSeeds(f, "cmdline-*.txt")
+	f.Fuzz(func(t *testing.T, s string) {
+		b := ParseCmdline(s)
+		if b.After != "poweroff" && b.After != "reboot" && b.After != "wait" {
+			t.Errorf("After %q", b.After)
+		}
+		if b.Countdown < -1 || b.Countdown > 3600 {
+			t.Errorf("Countdown %d", b.Countdown)
+		}
+	})
+}
+
+// FuzzScreen: any message renders within the screen, and nothing from
+// the message can start an escape sequence of its own.
+func FuzzScreen(f *testing.F) {
+	addSeeds(f, "message-*.txt")
+	f.Fuzz(func(t *testing.T, msg string) {
+		lines := strings.Split(msg, "\n")
+		s := Screen{Kind: ScreenKind(len(msg) % 4), Title: "T", Lead: lines[0], Lines: lines[1:], Footer: msg}
+		const cols, rows = 80, 25
+		out := string(s.Render(cols, rows))
+		// Only our own sequences: CSI with digits, ';' or '?', ending in a
+		// letter or ']' (the blanking codes).
+		rest := ourCSI.ReplaceAllString(strings.ReplaceAll(out, "\r\n", ""), "")
+		for _, r := range rest {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+				t.Fatalf("control character %U from the message reached the console: %q", r, out)
+			}
+		}
+		if strings.Count(out, "\r\n") > rows-1 {
+			t.Errorf("%d lines on a %d-row screen", strings.Count(out, "\r\n"), rows)
+		}
+		for _, l := range strings.Split(ourCSI.ReplaceAllString(out, ""), "\r\n") {
+			if n := utf8.RuneCountInString(l); n > cols {
+				t.Errorf("line of %d columns: %q", n, l)
+			}
+		}
+	})
+}
