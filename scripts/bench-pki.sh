@@ -16,6 +16,7 @@
 # of COUNT runs (the machine may be shared); the load average is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 
 BENCHTIME=${BENCHTIME:-2s}
 COUNT=${COUNT:-5}
@@ -35,3 +36,4 @@ printf 'PKI handshake:        %8.1f devices/s\n' "$pki"
 printf 'PSK handshake (peer): %8.1f devices/s\n' "$psk"
 awk -v a="$pki" -v b="$psk" 'BEGIN { printf "ratio PKI/PSK:        %8.2f\n", a / b }'
 printf 'PKI full workflow:    %8.1f devices/s (one machine after another)\n' "$full"
+figure "PKI handshake (provisioning chain, first WS-Man Get)" "$pki" "PSK handshake, same run" "$psk" "devices/s" higher
