@@ -456,9 +456,9 @@ func TestSecretsNotLogged(t *testing.T) {
 }
 
 func TestMaskSecrets(t *testing.T) {
-	in := `<s:Envelope xmlns:s="` + NSSOAP + `"><s:Body><r:X xmlns:r="urn:x"><r:Password>hunter2</r:Password><r:PPS><inner>deep</inner>tail</r:PPS><r:Name a="1">visible &amp; kept</r:Name></r:X></s:Body></s:Envelope>`
+	in := `<s:Envelope xmlns:s="` + NSSOAP + `"><s:Body><r:X xmlns:r="urn:x"><r:Password>hunter2</r:Password><r:PPS><inner>deep</inner>tail</r:PPS><r:NetworkAdminPassword>0123456789abcdef</r:NetworkAdminPassword><r:Name a="1">visible &amp; kept</r:Name></r:X></s:Body></s:Envelope>`
 	got := maskedXML(in).String()
-	for _, s := range []string{"hunter2", "deep", "tail"} {
+	for _, s := range []string{"hunter2", "deep", "tail", "0123456789abcdef"} {
 		if strings.Contains(got, s) {
 			t.Errorf("masked output holds %q: %s", s, got)
 		}

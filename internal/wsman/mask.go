@@ -23,6 +23,8 @@ var secretElements = map[string]bool{
 	"MEBxPassword":   true,
 	"NewPassword":    true,
 	"OldPassword":    true,
+	// IPS_HostBasedSetupService.AdminSetup and Setup (specs/pki.md).
+	"NetworkAdminPassword": true,
 }
 
 // MaskSecrets returns the envelope with the text of every secret-bearing
