@@ -19,10 +19,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -139,7 +141,7 @@ func bootVM(t *testing.T, img string, fw firmware, timeout time.Duration, marker
 		for sc.Scan() {
 			line := sc.Text()
 			mu.Lock()
-			out.WriteString(line + "\n")
+			fmt.Fprintf(&out, "[%5.1fs] %s\n", time.Since(start).Seconds(), ansiRE.ReplaceAllString(line, ""))
 			mu.Unlock()
 			if strings.Contains(line, marker) {
 				select {
@@ -186,6 +188,9 @@ func bootVM(t *testing.T, img string, fw firmware, timeout time.Duration, marker
 	return took, out.String(), true
 }
 
+// ansiRE matches the terminal escapes OVMF sends to the serial console.
+var ansiRE = regexp.MustCompile(`\x1b\[[0-9;=?]*[A-Za-z]`)
+
 func TestVMBoot(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots two VMs under TCG (about half a minute); skipped with -short")
@@ -196,8 +201,8 @@ func TestVMBoot(t *testing.T) {
 		uefi bool
 	}{{"uefi-ovmf", true}, {"legacy-seabios", false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			took, console := bootToMarker(t, img, tc.uefi, 120*time.Second)
-			t.Logf("boot to %q under TCG: %.1f s", readyMarker, took.Seconds())
+			took, console := bootToMarker(t, img, tc.uefi, 180*time.Second)
+			t.Logf("boot to %q under TCG: %.1f s; console with time since QEMU started:\n%s", readyMarker, took.Seconds(), console)
 			if !strings.Contains(console, "modules loaded, 0 failed") {
 				t.Errorf("the agent did not load every module:\n%s", console)
 			}
