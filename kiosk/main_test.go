@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 	if addr := os.Getenv("PROVSTICK_HELLO_SENDER"); addr != "" {
 		os.Exit(sendHellos(addr))
 	}
+	if os.Getenv(envKillStore) != "" {
+		os.Exit(killKioskRole())
+	}
 	if role := os.Getenv(envNSRole); role != "" {
 		os.Exit(netnsRole(role))
 	}
