@@ -42,6 +42,7 @@ type simMEFlags struct {
 	pid        string
 	noAMT      bool
 	notReady   time.Duration
+	lme        bool
 }
 
 func newSimMECmd(e *env) *cobra.Command {
@@ -77,6 +78,7 @@ and run "provstick amtinfo --mei virtio:org.provstick.mei" in the guest.`,
 	fl.StringVar(&f.pid, "pid", "", "PID stored by setup.bin (with --state in)")
 	fl.BoolVar(&f.noAMT, "no-amt", false, "simulate a SKU without AMT (the AMT host interface does not exist)")
 	fl.DurationVar(&f.notReady, "not-ready", 0, "stay not ready for this long after starting")
+	fl.BoolVar(&f.lme, "lme", false, "serve the LME client: local WS-Man for host-based activation (specs/pki.md)")
 	_ = cmd.MarkFlagRequired("listen")
 	return cmd
 }
@@ -134,7 +136,7 @@ func runSimME(ctx context.Context, e *env, f simMEFlags) error {
 	if err != nil {
 		return err
 	}
-	srv := amtsim.NewMEServer(amtsim.NewDevice(st), &amtsim.MEOptions{Logger: e.log})
+	srv := amtsim.NewMEServer(amtsim.NewDevice(st), &amtsim.MEOptions{Logger: e.log, LME: f.lme})
 	defer srv.Close()
 	if f.notReady > 0 {
 		srv.NotReadyFor(f.notReady)
@@ -284,7 +286,15 @@ func simAMTRecords(f simAMTFlags) ([]amtsim.SetupRecord, []string, error) {
 			}
 			p, err := r.PSK()
 			if err != nil {
-				return nil, nil, fmt.Errorf("reading %s record %d: %w", f.setupbin, r.Index, err)
+				// A PKI record (site root hash, suffix; no PID/PPS) makes a
+				// machine that sends version-3 hellos.
+				k, kerr := r.PKI()
+				if kerr != nil {
+					return nil, nil, fmt.Errorf("reading %s record %d: neither PSK (%w) nor PKI (%w)", f.setupbin, r.Index, err, kerr)
+				}
+				recs = append(recs, amtsim.PKISetupRecord(k))
+				scs = append(scs, "")
+				continue
 			}
 			rec := amtsim.SetupRecord{PID: p.PID.String(), PPS: amtsim.NewSecret(p.PPS.Reveal()), DNSSuffix: p.DomainName}
 			if p.NewPassword != "" {
