@@ -15,6 +15,7 @@ import (
 
 	"github.com/provstick/provstick/internal/ledger"
 	"github.com/provstick/provstick/kiosk/store"
+	"github.com/provstick/provstick/kiosk/store/storetest"
 	"github.com/provstick/provstick/setupbin"
 )
 
@@ -50,10 +51,12 @@ func fixedEntries(t testing.TB) []store.ImportEntry {
 	return es
 }
 
-func newPool(t testing.TB) *pool {
+func newPool(t testing.TB) *pool { return newPoolAt(t, filepath.Join(t.TempDir(), "pool.db")) }
+
+func newPoolAt(t testing.TB, dsn string) *pool {
 	t.Helper()
 	ctx := context.Background()
-	s, err := store.Open(ctx, filepath.Join(t.TempDir(), "pool.db"), &store.Options{Key: store.Passphrase([]byte("test")), KDF: testKDF, Station: "test", Actor: "tester"})
+	s, err := store.Open(ctx, dsn, &store.Options{Key: store.Passphrase([]byte("test")), KDF: testKDF, Station: "test", Actor: "tester"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +181,26 @@ func (p *pool) state(t testing.TB, i int) store.State {
 	return st
 }
 
-func TestImportGoodAndIdempotent(t *testing.T) {
-	p := newPool(t)
+func TestImportGoodAndIdempotent(t *testing.T) { testImportGood(t, newPool(t)) }
+
+// TestPostgres runs the import and the discrepancy queries on PostgreSQL
+// (a throwaway cluster; the test fails if PostgreSQL cannot start).
+func TestPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no PostgreSQL cluster")
+	}
+	t.Run("import", func(t *testing.T) { testImportGood(t, newPoolAt(t, storetest.PostgresDSN(t))) })
+	t.Run("hellos", func(t *testing.T) { testDiscrepanciesFromHellos(t, newPoolAt(t, storetest.PostgresDSN(t))) })
+	t.Run("copies", func(t *testing.T) {
+		p := newPoolAt(t, storetest.PostgresDSN(t))
+		p.imp(t, "good.jsonl", base)
+		if rep := p.imp(t, "copied.jsonl", base); rep.Alarms() != 4 {
+			t.Errorf("%+v", rep.Discrepancies)
+		}
+	})
+}
+
+func testImportGood(t *testing.T, p *pool) {
 	ctx := t.Context()
 	now := base.Add(4 * time.Hour)
 	rep := p.imp(t, "good.jsonl", now)
@@ -347,8 +368,9 @@ func TestImportRecordMismatch(t *testing.T) {
 	}
 }
 
-func TestDiscrepanciesFromHellos(t *testing.T) {
-	p := newPool(t)
+func TestDiscrepanciesFromHellos(t *testing.T) { testDiscrepanciesFromHellos(t, newPool(t)) }
+
+func testDiscrepanciesFromHellos(t *testing.T, p *pool) {
 	ctx := t.Context()
 	p.imp(t, "good.jsonl", base)
 	now := base.Add(time.Hour)
@@ -457,3 +479,6 @@ func TestReadSource(t *testing.T) {
 		t.Errorf("empty dir: %v", err)
 	}
 }
+
+// TestMain stops the PostgreSQL cluster TestPostgres starts.
+func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
