@@ -42,6 +42,8 @@ type kioskServeFlags struct {
 	dhcpRouter string
 	dhcpPrefix int
 	plainHTTP  string
+	floodRate  float64
+	floodBurst int
 }
 
 func newKioskServeCmd(e *env) *cobra.Command {
@@ -81,6 +83,8 @@ technician's next step. Runs until interrupted (or --run-for).`,
 	fl.StringVar(&f.dhcpRange, "dhcp-range", "", "DHCP `first-last` addresses handed out, e.g. 10.0.0.100-10.0.0.199 (needed with --dhcp-interface)")
 	fl.StringVar(&f.dhcpRouter, "dhcp-router", "", "DHCP option 3 router `address` (default: none)")
 	fl.IntVar(&f.dhcpPrefix, "dhcp-prefix", 24, "subnet prefix `length` of the DHCP network")
+	fl.Float64Var(&f.floodRate, "hello-flood-rate", 100, "hellos per second accepted from one source address (AMT sends one a minute; simulators on one address send more); negative: no limit")
+	fl.IntVar(&f.floodBurst, "hello-flood-burst", 200, "hellos accepted at once from one source address")
 	fl.StringVar(&f.plainHTTP, "plain-http", "never", "provision over plain HTTP on 16992: never, fallback (when 16993 refuses the connection; not encrypted) or always")
 	return cmd
 }
@@ -121,6 +125,8 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 	o := kiosk.Options{
 		Logger:              e.log,
 		HelloReadTimeout:    kc.HelloReadTimeout,
+		HelloFloodRate:      f.floodRate,
+		HelloFloodBurst:     f.floodBurst,
 		MaxHelloConnections: kc.MaxHelloConnections,
 		Provision: provision.Options{
 			Concurrency: kc.Concurrency, StepTimeout: kc.StepTimeout, VerifyDelay: kc.VerifyDelay,
@@ -209,7 +215,7 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 		return err
 	}
 	st := k.HelloStats()
-	fmt.Fprintf(e.stdout, "kiosk stopped: %d hellos (%d PSK, %d PKI, %d malformed)\n", st.Connections, st.PSK, st.PKI, st.Malformed)
+	fmt.Fprintf(e.stdout, "kiosk stopped: %d hellos (%d PSK, %d PKI, %d malformed, %d over the flood limit)\n", st.Connections, st.PSK, st.PKI, st.Malformed, st.Flooded)
 	return nil
 }
 
