@@ -1,7 +1,10 @@
 // Package kiosk is the offline Setup and Configuration Server: it wires the
-// hello listener (kiosk/hello), DNS (kiosk/netsvc), the kiosk CA (kiosk/ca)
-// and the provisioning workflow (kiosk/provision) around one store
-// (kiosk/store). See ../../shared/DESIGN.md §1 and specs/amt-psk.md.
+// hello listener (kiosk/hello, with a per-source flood limit), DNS and the
+// optional DHCP server (kiosk/netsvc; DHCP leases are kept in the store),
+// the kiosk CA (kiosk/ca) and the provisioning workflow (kiosk/provision,
+// which writes the audit log) around one store (kiosk/store). Ledger
+// reconciliation is kiosk/reconcile. See ../../shared/DESIGN.md §1 and
+// specs/amt-psk.md.
 //
 // Every hello goes to the store's hello log with what became of it:
 // "queued" (a worker will provision the machine), "folded" (the machine is
