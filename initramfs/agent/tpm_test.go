@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -38,20 +39,28 @@ func swtpmAt(t *testing.T, state string) transport.TPMCloser {
 	if err != nil {
 		t.Fatalf("swtpm not installed (apt-get install swtpm swtpm-tools): %v", err)
 	}
-	for attempt := 0; attempt < 5; attempt++ {
+	for attempt := 0; attempt < 10; attempt++ {
+		// Two ports the kernel handed out at once (port+1 may well be
+		// taken on a shared machine); freed just before swtpm binds them.
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
+		ln2, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port, ctrlPort := ln.Addr().(*net.TCPAddr).Port, ln2.Addr().(*net.TCPAddr).Port
 		ln.Close()
+		ln2.Close()
 		state := state
 		if state == "" {
 			state = t.TempDir()
 		}
+		os.Remove(filepath.Join(state, "swtpm.log"))
 		cmd := exec.Command(bin, "socket", "--tpm2",
 			"--server", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port),
-			"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port+1),
+			"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", ctrlPort),
 			"--flags", "not-need-init,startup-clear",
 			"--tpmstate", "dir="+state,
 			"--log", "file="+filepath.Join(state, "swtpm.log"))
@@ -69,7 +78,8 @@ func swtpmAt(t *testing.T, state string) transport.TPMCloser {
 			}
 			select {
 			case err := <-exited:
-				t.Logf("swtpm on port %d exited (%v); trying another port", port, err)
+				logb, _ := os.ReadFile(filepath.Join(state, "swtpm.log"))
+				t.Logf("swtpm on port %d exited (%v; log: %s); trying another port", port, err, bytes.TrimSpace(logb))
 				deadline = time.Time{}
 			case <-time.After(20 * time.Millisecond):
 			}
