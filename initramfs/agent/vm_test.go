@@ -83,12 +83,12 @@ func TestVMAgent(t *testing.T) {
 	var afterBoot2 []byte
 	steps := []*step{
 		{name: "1-legacy-A", consume: 1, tpm: true, shot: true, wantCase: ledger.CaseNormal, wantRec: 101,
-			wantOCR: []string{"Record 101", "Remove the stick"}},
+			wantOCR: []string{"DONE", "Record 101", "Remove the stick", "Powering off in"}},
 		{name: "2-uefi-B", uefi: true, consume: 1, tpm: true, shot: true, wantCase: ledger.CaseNormal, wantRec: 102,
-			wantOCR: []string{"Record 102", "Remove the stick"}},
+			wantOCR: []string{"DONE", "Record 102", "Remove the stick", "Powering off in"}},
 		{name: "3-legacy-C-multiple", consume: 2, tpm: true, wantCase: ledger.CaseMultiple, wantRec: 104, wantSkip: []int{103}},
 		{name: "4-uefi-D-rollback", uefi: true, shot: true, wantCase: ledger.CaseRollback,
-			wantOCR: []string{"LOWER than the ledger"}},
+			wantOCR: []string{"PROBLEM", "LOWER than the ledger", "Powering off in"}},
 	}
 	var prev []byte
 	for i, st := range steps {

@@ -582,13 +582,37 @@ func ocr(t *testing.T, img image.Image) string {
 	if bnd.Dx() >= 1000 {
 		scale = 2
 	}
+	// Text becomes black on white: in the coloured bars (rows mostly
+	// saturated) text is whatever is not the bar's colour; elsewhere it
+	// is what is light on the black background.
+	saturated := func(x, y int) bool {
+		r, g, b, _ := img.At(bnd.Min.X+x, bnd.Min.Y+y).RGBA()
+		hi, lo := max(r, g, b)>>8, min(r, g, b)>>8
+		return hi-lo > 80
+	}
+	bar := make([]bool, bnd.Dy())
+	for y := range bnd.Dy() {
+		n := 0
+		for x := range bnd.Dx() {
+			if saturated(x, y) {
+				n++
+			}
+		}
+		bar[y] = n > bnd.Dx()/2
+	}
 	g := image.NewGray(image.Rect(0, 0, bnd.Dx()*scale, bnd.Dy()*scale))
 	for y := range g.Rect.Dy() {
 		for x := range g.Rect.Dx() {
-			r, gg, b, _ := img.At(bnd.Min.X+x/scale, bnd.Min.Y+y/scale).RGBA()
-			lum := (299*r + 587*gg + 114*b) / 1000 >> 8
+			sx, sy := x/scale, y/scale
+			var text bool
+			if bar[sy] {
+				text = !saturated(sx, sy)
+			} else {
+				r, gg, b, _ := img.At(bnd.Min.X+sx, bnd.Min.Y+sy).RGBA()
+				text = (299*r+587*gg+114*b)/1000>>8 > 128
+			}
 			v := uint8(255)
-			if lum > 128 {
+			if text {
 				v = 0
 			}
 			g.SetGray(x, y, color.Gray{v})

@@ -76,6 +76,7 @@ func run() {
 	scr, countdown := work(start, boot, skipped, log, say)
 	unix.Sync()
 	if con != nil {
+		scr.Footer = footer(boot, countdown)
 		con.Draw(scr)
 		say("screen drawn")
 	}
@@ -240,6 +241,17 @@ func (c agentConf) meWait() time.Duration {
 		return time.Duration(*c.MEWait) * time.Second
 	}
 	return 30 * time.Second
+}
+
+// footer is the countdown line drawn with the result.
+func footer(boot agent.Boot, countdown int) string {
+	switch {
+	case boot.After == "wait":
+		return "You may switch the machine off."
+	case boot.After == "reboot":
+		return fmt.Sprintf("Rebooting in %d s", countdown)
+	}
+	return fmt.Sprintf("Powering off in %d s", countdown)
 }
 
 func finish(boot agent.Boot, countdown int, con *agent.Console, say func(string, ...any)) {
