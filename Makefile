@@ -86,9 +86,11 @@ release:
 # One .deb per release platform (packaging/cmd/mkdeb, nfpm as a library).
 # Completions and man pages come from running this machine's own build.
 deb: release
-	@set -e; host=$(DIST)/provstick_linux_$$($(GO) env GOARCH); \
+	@set -e; host=$(DIST)/provstick_linux_$$($(GO) env GOARCH); debs=; \
 	for p in $(PLATFORMS); do arch=$${p#*/}; \
-	  SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./packaging/cmd/mkdeb --arch $$arch --version '$(VERSION)' \
+	  deb=$$(SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./packaging/cmd/mkdeb --arch $$arch --version '$(VERSION)' \
 	    --binary $(DIST)/provstick_linux_$$arch --agent $(DIST)/provstick-agent_linux_amd64 \
-	    --host-binary $$host -o $(DIST); \
-	done
+	    --host-binary $$host -o $(DIST)); \
+	  echo "built $$deb"; debs="$$debs $${deb#$(DIST)/}"; \
+	done; \
+	cd $(DIST) && sha256sum provstick_linux_* provstick-agent_linux_* $$debs > SHA256SUMS
