@@ -86,7 +86,9 @@ type benchOptions struct {
 	concurrency int
 	keys        int  // distinct device keys (default 4)
 	noFleet     bool // no simulated machines (hello benchmarks)
-	floodRate   float64
+	// floodRate is the hello flood limit; 0 → off, since every simulated
+	// machine says hello from 127.0.0.1.
+	floodRate float64
 }
 
 func newBench(t testing.TB, o benchOptions) *bench {
@@ -94,6 +96,9 @@ func newBench(t testing.TB, o benchOptions) *bench {
 	ctx := context.Background()
 	b := &bench{t: t, results: make(chan provision.Result, 4*o.n+100), waited: map[string]time.Duration{}}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: o.logLevel}))
+	if o.floodRate == 0 {
+		o.floodRate = -1
+	}
 	dsn := o.dsn
 	if dsn == "" {
 		dsn = filepath.Join(t.TempDir(), "pool.db")
