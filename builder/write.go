@@ -70,6 +70,7 @@ type WriteOptions struct {
 	Force     bool // write even when Target.Check refuses
 	NoVerify  bool // skip the read-back
 	BlockSize int  // bytes per write; 0 means 4 MiB
+	Depth     int  // writes kept outstanding per target; 0 means 4
 	// Progress, if set, is called from the writing goroutines (one per
 	// target) after each block; it must be safe for concurrent use.
 	Progress func(Progress)
@@ -98,6 +99,12 @@ func Write(ctx context.Context, image string, targets []string, opts *WriteOptio
 	}
 	if o.BlockSize <= 0 {
 		o.BlockSize = 4 << 20
+	}
+	if o.Depth <= 0 {
+		o.Depth = writeDepth
+	}
+	if o.Depth > 64 {
+		return nil, fmt.Errorf("writing %s: %d outstanding writes is more than 64", image, o.Depth)
 	}
 	if o.BlockSize%4096 != 0 {
 		return nil, fmt.Errorf("writing %s: block size %d is not a multiple of 4096", image, o.BlockSize)
@@ -184,7 +191,7 @@ func writeOne(ctx context.Context, src *os.File, size int64, target string, want
 		off int64
 		n   int
 	}
-	depth := writeDepth
+	depth := o.Depth
 	free := make(chan []byte, depth+1)
 	for range depth + 1 {
 		free <- alignedBuffer(o.BlockSize)

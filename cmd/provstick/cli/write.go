@@ -24,6 +24,7 @@ type writeFlags struct {
 	force     bool
 	noVerify  bool
 	blockSize int
+	depth     int
 	// Factory line: each target gets its own stick from the pool.
 	recordsPerStick int
 	stickPrefix     string
@@ -76,6 +77,7 @@ The store records each stick as built and, once verified, written.`,
 	fl.BoolVar(&f.force, "force", false, "write even to mounted, non-removable or too small devices")
 	fl.BoolVar(&f.noVerify, "no-verify", false, "skip reading the devices back")
 	fl.IntVar(&f.blockSize, "block-size", 4<<20, "bytes per write (a multiple of 4096)")
+	fl.IntVar(&f.depth, "queue-depth", 4, "writes kept outstanding per device (1 to 64)")
 	fl.IntVar(&f.recordsPerStick, "records-per-stick", 0, "factory line: build each device's own stick with N records drawn from the pool")
 	fl.StringVar(&f.stickPrefix, "stick-prefix", "", "factory line: sticks are labelled PREFIX-0001, PREFIX-0002, … (next free in the store)")
 	fl.StringVar(&f.recipe, "recipe", "default", "factory line: recipe `file` or name in ./images")
@@ -103,7 +105,7 @@ func runWrite(ctx context.Context, e *env, f *writeFlags, image string, targets 
 		}
 	}
 	res, err := builder.Write(ctx, image, targets, &builder.WriteOptions{
-		Force: f.force, NoVerify: f.noVerify, BlockSize: f.blockSize, Progress: progressPrinter(e), Logger: e.log,
+		Force: f.force, NoVerify: f.noVerify, BlockSize: f.blockSize, Depth: f.depth, Progress: progressPrinter(e), Logger: e.log,
 	})
 	if err != nil {
 		return err
@@ -297,7 +299,7 @@ func runWriteFactory(ctx context.Context, e *env, f *writeFlags, targets []strin
 		}
 		wg.Go(func() {
 			res, err := builder.Write(ctx, s.image, []string{s.target}, &builder.WriteOptions{
-				Force: f.force, NoVerify: f.noVerify, BlockSize: f.blockSize, Progress: progress, Logger: e.log,
+				Force: f.force, NoVerify: f.noVerify, BlockSize: f.blockSize, Depth: f.depth, Progress: progress, Logger: e.log,
 			})
 			switch {
 			case err != nil:
