@@ -26,6 +26,8 @@ declare -A APT=(
 	[swtpm]=/usr/bin/swtpm                            # the TPM the agent reads in tests
 	[swtpm-tools]=/usr/bin/swtpm_setup
 	[chromium]=/usr/bin/chromium                      # web console browser tests (headless)
+	[shim-signed]=/usr/lib/shim/shimx64.efi.signed          # Secure Boot recipe: Microsoft-signed shim
+	[grub-efi-amd64-signed]=/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed  # and Debian-signed grub
 	[iproute2]=/usr/sbin/ip                            # kiosk discovery test in network namespaces
 )
 STATICCHECK_VERSION=v0.8.2                 # staticcheck 2026.2.2, knows Go 1.26
