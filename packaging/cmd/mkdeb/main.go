@@ -19,6 +19,7 @@
 //	                                        next to itself
 //	/usr/lib/systemd/system/provstick-kiosk.service
 //	/usr/lib/sysusers.d/provstick.conf      the provstick user
+//	/usr/lib/tmpfiles.d/provstick.conf      its state directory /var/lib/provstick
 //	/etc/provstick/provstick.yaml           sample configuration (a conffile)
 //	/usr/share/bash-completion/completions/provstick
 //	/usr/share/zsh/vendor-completions/_provstick
@@ -223,6 +224,7 @@ func build(ctx context.Context, o options) (string, error) {
 		{Source: o.agent, Destination: "/usr/bin/provstick-agent", FileInfo: &files.ContentFileInfo{Mode: 0o755}},
 		{Source: filepath.Join(pk, "provstick-kiosk.service"), Destination: "/usr/lib/systemd/system/provstick-kiosk.service", FileInfo: &files.ContentFileInfo{Mode: 0o644}},
 		{Source: filepath.Join(pk, "sysusers.conf"), Destination: "/usr/lib/sysusers.d/provstick.conf", FileInfo: &files.ContentFileInfo{Mode: 0o644}},
+		{Source: filepath.Join(pk, "tmpfiles.conf"), Destination: "/usr/lib/tmpfiles.d/provstick.conf", FileInfo: &files.ContentFileInfo{Mode: 0o644}},
 		{Source: filepath.Join(pk, "provstick.yaml"), Destination: "/etc/provstick/provstick.yaml", Type: files.TypeConfig, FileInfo: &files.ContentFileInfo{Mode: 0o644}},
 		{Destination: "/etc/provstick", Type: files.TypeDir, FileInfo: &files.ContentFileInfo{Mode: 0o755}},
 		{Source: filepath.Join(gen, "completion.bash"), Destination: "/usr/share/bash-completion/completions/provstick", FileInfo: &files.ContentFileInfo{Mode: 0o644}},

@@ -198,6 +198,7 @@ func TestPackage(t *testing.T) {
 		"./usr/bin/provstick-agent":                            "-rwxr-xr-x",
 		"./usr/lib/systemd/system/provstick-kiosk.service":     "-rw-r--r--",
 		"./usr/lib/sysusers.d/provstick.conf":                  "-rw-r--r--",
+		"./usr/lib/tmpfiles.d/provstick.conf":                  "-rw-r--r--",
 		"./etc/provstick/provstick.yaml":                       "-rw-r--r--",
 		"./usr/share/bash-completion/completions/provstick":    "-rw-r--r--",
 		"./usr/share/zsh/vendor-completions/_provstick":        "-rw-r--r--",
@@ -235,6 +236,34 @@ func TestPackage(t *testing.T) {
 		comp, err := os.ReadFile(filepath.Join(root, "usr", "share", "bash-completion", "completions", "provstick"))
 		if err != nil || !bytes.Contains(comp, []byte("__start_provstick")) {
 			t.Errorf("packaged bash completion: %v\n%.200s", err, comp)
+		}
+	})
+
+	t.Run("sysusers and tmpfiles", func(t *testing.T) {
+		// What postinst does, applied to the extracted tree instead of
+		// the host: the user exists, its state directory is 0700 and
+		// owned by it. chown needs root, which CI has.
+		if os.Geteuid() != 0 {
+			t.Log("not root: systemd-tmpfiles cannot chown; checked by root runs (CI)")
+			return
+		}
+		runTool(t, nil, "systemd-sysusers", "--root="+root, filepath.Join(root, "usr", "lib", "sysusers.d", "provstick.conf"))
+		passwd, err := os.ReadFile(filepath.Join(root, "etc", "passwd"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`(?m)^provstick:x:(\d+):(\d+):[^:]*:/var/lib/provstick:`).FindSubmatch(passwd)
+		if m == nil {
+			t.Fatalf("no provstick user in the tree's /etc/passwd:\n%s", passwd)
+		}
+		runTool(t, nil, "systemd-tmpfiles", "--root="+root, "--create", filepath.Join(root, "usr", "lib", "tmpfiles.d", "provstick.conf"))
+		fi, err := os.Stat(filepath.Join(root, "var", "lib", "provstick"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid, _ := fileUID(fi)
+		if fi.Mode().Perm() != 0o700 || strconv.FormatUint(uint64(uid), 10) != string(m[1]) {
+			t.Errorf("/var/lib/provstick: mode %v uid %d, want 0700 and uid %s", fi.Mode().Perm(), uid, m[1])
 		}
 	})
 
