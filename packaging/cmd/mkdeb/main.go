@@ -25,6 +25,7 @@
 //	/usr/share/zsh/vendor-completions/_provstick
 //	/usr/share/fish/vendor_completions.d/provstick.fish
 //	/usr/share/man/man1/provstick*.1.gz
+//	/usr/share/provstick/images/*.yaml      the image recipes (--recipe FILE)
 //	/usr/share/doc/provstick/               README.md, docs/ and examples/ (a
 //	                                        drop-in that turns on the kiosk's DHCP)
 //
@@ -238,6 +239,13 @@ func build(ctx context.Context, o options) (string, error) {
 		return "", err
 	}
 	contents = append(contents, man...)
+	// The image recipes: provstick build looks for a bare --recipe name
+	// in ./images, so an installed system names the file.
+	recipes, err := tree(filepath.Join(o.root, "images"), "/usr/share/provstick/images")
+	if err != nil {
+		return "", err
+	}
+	contents = append(contents, recipes...)
 	if fi, err := os.Stat(filepath.Join(o.root, "docs")); err == nil && fi.IsDir() {
 		docs, err := tree(filepath.Join(o.root, "docs"), "/usr/share/doc/provstick/docs")
 		if err != nil {

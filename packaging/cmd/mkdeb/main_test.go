@@ -205,6 +205,7 @@ func TestPackage(t *testing.T) {
 		"./usr/share/fish/vendor_completions.d/provstick.fish": "-rw-r--r--",
 		"./usr/share/man/man1/provstick.1.gz":                  "-rw-r--r--",
 		"./usr/share/man/man1/provstick-kiosk-serve.1.gz":      "-rw-r--r--",
+		"./usr/share/provstick/images/default.yaml":            "-rw-r--r--",
 		"./usr/share/doc/provstick/README.md":                  "-rw-r--r--",
 		"./usr/share/doc/provstick/docs/reference/config.md":   "-rw-r--r--",
 	} {
