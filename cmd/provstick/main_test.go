@@ -111,6 +111,8 @@ func TestScript(t *testing.T) {
 			// Stories that build bootable sticks: the source tree (recipes,
 			// the agent's package) and the Debian kernel that
 			// scripts/install-deps.sh unpacked.
+			// Kiosks in parallel stories: the web console on a free port.
+			e.Setenv("PROVSTICK_KIOSK_WEB_LISTEN", "127.0.0.1:0")
 			e.Setenv("REPO", root)
 			e.Setenv("VM_KERNEL", vmKernelDir())
 			// HOME moved: keep go's caches where they are.

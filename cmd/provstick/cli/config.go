@@ -69,6 +69,28 @@ type KioskConfig struct {
 	AMTTLSPort  int           `mapstructure:"amt_tls_port"`
 	KeyForm     string        `mapstructure:"key_form"`
 	PSKEncoding string        `mapstructure:"psk_encoding"`
+	// Web is the web console (kiosk/web).
+	Web KioskWebConfig `mapstructure:"web"`
+}
+
+// KioskWebConfig configures the kiosk's web console: HTTPS with a
+// certificate from the kiosk CA, a local admin account, /api/v1 and
+// /metrics.
+type KioskWebConfig struct {
+	// Listen is the console's TCP address; "" turns it off.
+	Listen string `mapstructure:"listen"`
+	// AdminUser and AdminPasswordHash (argon2id, from "provstick kiosk
+	// hash-password"); no hash: a password for this run only is printed.
+	AdminUser         string `mapstructure:"admin_user"`
+	AdminPasswordHash string `mapstructure:"admin_password_hash"`
+	// APITokenSHA256 is the hex SHA-256 of a bearer token for /api/v1.
+	APITokenSHA256 string `mapstructure:"api_token_sha256"`
+	// Hosts the certificate names (default localhost and the host name).
+	Hosts          []string      `mapstructure:"hosts"`
+	PlainHTTP      bool          `mapstructure:"plain_http"`
+	SessionTTL     time.Duration `mapstructure:"session_ttl"`
+	MaxLedgerBytes int64         `mapstructure:"max_ledger_bytes"`
+	PublicMetrics  bool          `mapstructure:"public_metrics"`
 }
 
 // defaults lists every key with its default; viper only maps PROVSTICK_*
@@ -97,6 +119,16 @@ var defaults = map[string]any{
 	"kiosk.amt_tls_port":          16993,
 	"kiosk.key_form":              "pps-ascii",
 	"kiosk.psk_encoding":          "text",
+
+	"kiosk.web.listen":              ":8443",
+	"kiosk.web.admin_user":          "admin",
+	"kiosk.web.admin_password_hash": "",
+	"kiosk.web.api_token_sha256":    "",
+	"kiosk.web.hosts":               []string{},
+	"kiosk.web.plain_http":          false,
+	"kiosk.web.session_ttl":         "8h",
+	"kiosk.web.max_ledger_bytes":    16 << 20,
+	"kiosk.web.public_metrics":      false,
 }
 
 // flagKeys maps persistent flags to configuration keys.

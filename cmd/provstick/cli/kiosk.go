@@ -26,7 +26,7 @@ func newKioskCmd(e *env) *cobra.Command {
 		Use:   "kiosk",
 		Short: "Run the offline provisioning server (hellos, DNS, PSK provisioning)",
 	}
-	cmd.AddCommand(newKioskServeCmd(e), newKioskAuditCmd(e))
+	cmd.AddCommand(newKioskServeCmd(e), newKioskAuditCmd(e), newKioskHashPasswordCmd(e))
 	addSubcommands(e, cmd)
 	return cmd
 }
@@ -36,6 +36,7 @@ type kioskServeFlags struct {
 	runFor  time.Duration
 	helloOn string
 	dnsOn   string
+	webOn   string
 	// DHCP (off unless --dhcp-interface is given).
 	dhcpIface  string
 	dhcpRange  string
@@ -79,6 +80,7 @@ technician's next step. Runs until interrupted (or --run-for).`,
 	fl.DurationVar(&f.runFor, "run-for", 0, "stop after this long (default: run until interrupted)")
 	fl.StringVar(&f.helloOn, "hello-listen", "", "hello listener `address` (overrides kiosk.hello_listen)")
 	fl.StringVar(&f.dnsOn, "dns-listen", "", "DNS `address` (overrides kiosk.dns_listen)")
+	fl.StringVar(&f.webOn, "web-listen", "", "web console `address` (overrides kiosk.web.listen; \"\" there turns it off)")
 	fl.StringVar(&f.dhcpIface, "dhcp-interface", "", "serve DHCP on this `interface` (off by default; refuses to start if another DHCP server answers there; Linux, needs root)")
 	fl.StringVar(&f.dhcpRange, "dhcp-range", "", "DHCP `first-last` addresses handed out, e.g. 10.0.0.100-10.0.0.199 (needed with --dhcp-interface)")
 	fl.StringVar(&f.dhcpRouter, "dhcp-router", "", "DHCP option 3 router `address` (default: none)")
@@ -170,6 +172,14 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 		o.DHCP = d
 	}
 
+	if f.webOn != "" {
+		kc.Web.Listen = f.webOn
+	}
+	console := newKioskConsole(kc.Web)
+	if console != nil {
+		o.Provision.OnResult = console.countResults(o.Provision.OnResult)
+	}
+
 	s, err := openStore(ctx, e, &f.store, true)
 	if err != nil {
 		return err
@@ -206,12 +216,17 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 		fmt.Fprintf(e.stdout, ", DHCP on %s", o.DHCP.Interface)
 	}
 	fmt.Fprintf(e.stdout, "; CA %s, SHA-256 %x\n", k.CA().Certificate().Subject.CommonName, fp[:])
+	if console != nil {
+		if err := console.start(ctx, e, kc.Web, s, k, kc.Concurrency); err != nil {
+			return err
+		}
+	}
 	if f.runFor > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.runFor)
 		defer cancel()
 	}
-	if err := k.Serve(ctx); err != nil {
+	if err := console.serve(ctx, k); err != nil {
 		return err
 	}
 	st := k.HelloStats()
