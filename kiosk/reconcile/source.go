@@ -61,8 +61,20 @@ func ReadSource(name string) ([]byte, string, error) {
 		return nil, "", fmt.Errorf("opening %s: %w", where, err)
 	}
 	defer lf.Close()
-	b, err := io.ReadAll(io.LimitReader(lf, DefaultMaxSize+1))
+	// go-diskfs v1.9.4 returns the rest of the last cluster when a read
+	// starts inside a cluster (io.ReadAll's second call does): 1,940 bytes
+	// of ledger came back as 2,048, the tail looking torn. So: the size
+	// from the directory entry, and one read from offset 0.
+	fi, err = lf.Stat()
 	if err != nil {
+		return nil, "", fmt.Errorf("reading %s: %w", where, err)
+	}
+	size := min(fi.Size(), DefaultMaxSize+1)
+	if size < 0 {
+		return nil, "", fmt.Errorf("reading %s: size %d in its directory entry", where, fi.Size())
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(lf, b); err != nil {
 		return nil, "", fmt.Errorf("reading %s: %w", where, err)
 	}
 	return b, where, nil
