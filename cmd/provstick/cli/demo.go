@@ -136,6 +136,10 @@ func runDemo(cmd *cobra.Command, e *env, f *demoFlags) error {
 	if err != nil {
 		return err
 	}
+	webAddr, err := freeAddr("tcp")
+	if err != nil {
+		return err
+	}
 	// The demo's own configuration: a pool next to it, unlocked by a
 	// passphrase file (a real site keeps its passphrase elsewhere), and a
 	// kiosk on loopback answering DNS for the demo suffix.
@@ -151,7 +155,10 @@ kiosk:
   dns_suffixes: [%s]
   address: 127.0.0.1
   verify_delay: 500ms
-`, helloAddr, dnsAddr, demoSuffix)
+  web:
+    listen: %s
+    hosts: [127.0.0.1, localhost]
+`, helloAddr, dnsAddr, demoSuffix, webAddr)
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return fmt.Errorf("writing the demo configuration: %w", err)
 	}
@@ -217,18 +224,25 @@ kiosk:
 	}
 
 	// 4-6. Kiosk, hellos, provisioning.
-	fmt.Fprintf(out, "\n==> 4. The kiosk: hellos on %s, DNS for provisionserver.%s on %s\n$ provstick --config %s kiosk serve\n", helloAddr, demoSuffix, dnsAddr, cfgFile)
+	fmt.Fprintf(out, "\n==> 4. The kiosk: hellos on %s, DNS for provisionserver.%s on %s, web console on %s\n$ provstick --config %s kiosk serve --web-listen %s\n", helloAddr, demoSuffix, dnsAddr, webAddr, cfgFile, webAddr)
 	kctx, kstop := context.WithCancel(ctx)
 	defer kstop()
 	kout := newLineWatch(out, "   kiosk | ")
 	kdone := make(chan int, 1)
 	go func() {
-		kdone <- run(kctx, []string{"--config", cfgFile, "--log-level", "warn", "kiosk", "serve"}, nil, kout, kout)
+		kdone <- run(kctx, []string{"--config", cfgFile, "--log-level", "warn", "kiosk", "serve", "--web-listen", webAddr}, nil, kout, kout)
 	}()
-	if err := kout.waitFor(ctx, kdone, "kiosk: hellos on", 30*time.Second); err != nil {
+	if err := kout.waitFor(ctx, kdone, "kiosk: web console on", 30*time.Second); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\n==> 5. The %d machines are powered on again without the stick: AMT looks up provisionserver.%s through the kiosk's DNS and says hello\n", f.machines, demoSuffix)
+	if err := step("   The returned stick's ledger goes into the kiosk: records ↔ machines", "ledger", "import", img); err != nil {
+		return err
+	}
+	who := fmt.Sprintf("The %d machines are", f.machines)
+	if f.machines == 1 {
+		who = "The machine is"
+	}
+	fmt.Fprintf(out, "\n==> 5. %s powered on again without the stick: AMT looks up provisionserver.%s through the kiosk's DNS and says hello\n", who, demoSuffix)
 	fleet, err := demoFleet(ctx, e, machines, helloAddr, dnsAddr)
 	if err != nil {
 		return err
@@ -246,7 +260,10 @@ kiosk:
 	}
 
 	// 7. The books.
-	if err := step("7. The pool now: entries by state", "pool", "status"); err != nil {
+	if err := step("7. Reconciliation: what does not add up (machines that took a record but never said hello, copied sticks, …)", "ledger", "discrepancies"); err != nil {
+		return err
+	}
+	if err := step("   The pool now: entries by state", "pool", "status"); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "\nThe story took %v. Files are in %s: the pool (pool.db, secrets encrypted with demo-passphrase), the stick image with its ledger, and each machine's console log.\n",
@@ -256,7 +273,7 @@ kiosk:
 		<-kdone
 		return nil
 	}
-	fmt.Fprintf(out, "The kiosk keeps running (hellos on %s, DNS on %s); Ctrl-C stops it.\n", helloAddr, dnsAddr)
+	fmt.Fprintf(out, "The kiosk keeps running (hellos on %s, DNS on %s). Its web console is at https://%s/ (certificate from the kiosk CA; user and password in the kiosk lines above). Ctrl-C stops it.\n", helloAddr, dnsAddr, webAddr)
 	select {
 	case <-ctx.Done():
 	case <-kdone:
