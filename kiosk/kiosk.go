@@ -9,9 +9,17 @@
 // Every hello goes to the store's hello log with what became of it:
 // "queued" (a worker will provision the machine), "folded" (the machine is
 // being handled; its retry count is kept), "dropped" (queue full; the
-// machine says hello again), "pki" (logged; the PKI path comes later),
-// "malformed: ..." or "flood: ..." (one row per flooding source per 10 s). A hello whose PID is not in the pool gets a second row,
-// "unknown-pid", once a worker has looked it up, and a warning in the log.
+// machine says hello again), "malformed: ..." or "flood: ..." (one row per
+// flooding source per 10 s). A hello whose PID is not in the pool gets a
+// second row, "unknown-pid", once a worker has looked it up, and a warning
+// in the log.
+//
+// Version-3 (PKI) hellos go to the PKI provisioner when Options.PKI is set
+// (specs/pki.md): "queued", "folded", "dropped", or "refused: ..."
+// when the kiosk can tell without connecting that the machine will refuse
+// the site's chain, and "refused again: ..." for the later hellos of a
+// refused machine (not tried again until its hellos start over). Without
+// Options.PKI they are logged as "pki: not configured".
 // Entry state changes (hello-seen, provisioned, failed) and step outcomes
 // go to the entry's history.
 //
@@ -23,16 +31,20 @@
 package kiosk
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	wire "github.com/provstick/provstick/internal/hello"
 	"github.com/provstick/provstick/kiosk/ca"
 	khello "github.com/provstick/provstick/kiosk/hello"
 	"github.com/provstick/provstick/kiosk/netsvc"
@@ -77,6 +89,17 @@ type Options struct {
 
 	// HelloFlush is how often the hello log is written; 0 → 100 ms.
 	HelloFlush time.Duration
+
+	// PKI, when not nil, provisions the machines that send version-3
+	// hellos to admin control mode (specs/pki.md). Site and Lookup are
+	// required; CA is the kiosk CA and Logger the kiosk's. Nil: PKI hellos
+	// are logged and counted only.
+	PKI *provision.PKIOptions
+	// PKIQueue sizes the PKI queue. Its OnResult is still called, after
+	// the kiosk kept the admin password (whenever AdminSetup succeeded)
+	// and wrote the audit record; also for a hello the kiosk refused
+	// without connecting (Outcome failed, class ClassPKIUntrustedRoot).
+	PKIQueue provision.PKIQueueOptions
 }
 
 // Kiosk is a running SCS.
@@ -86,6 +109,7 @@ type Kiosk struct {
 	ca       *ca.CA
 	listener *khello.Listener
 	prov     *provision.Provisioner
+	pki      *pkiPath // nil without Options.PKI
 	dns      *netsvc.DNS
 	dhcp     *netsvc.DHCP
 	hellos   chan store.HelloRecord
@@ -132,6 +156,11 @@ func New(ctx context.Context, o Options) (*Kiosk, error) {
 	o.Store.KeepConnections(max(po.Concurrency, 16) + 4)
 	if k.prov, err = provision.New(po); err != nil {
 		return nil, err
+	}
+	if o.PKI != nil {
+		if k.pki, err = k.newPKI(*o.PKI, o.PKIQueue); err != nil {
+			return nil, err
+		}
 	}
 	if k.listener, err = khello.New(khello.Options{Handler: k.onHello, ReadTimeout: o.HelloReadTimeout,
 		MaxConnections: o.MaxHelloConnections, Logger: k.log, FloodRate: o.HelloFloodRate, FloodBurst: o.HelloFloodBurst,
@@ -209,7 +238,7 @@ func (k *Kiosk) onHello(_ context.Context, r khello.Received) {
 		h := r.Hello
 		rec.UUID, rec.PID, rec.Version, rec.Retry = h.UUID.String(), h.PID, int(h.Version), int(h.RetryCount)
 		if h.Version != 2 {
-			rec.Outcome = "pki: not implemented yet"
+			rec.Outcome = k.onPKIHello(r)
 			break
 		}
 		rec.Outcome = k.prov.Submit(provision.Job{PID: h.PID, UUID: rec.UUID, Peer: r.Peer, Retry: h.RetryCount})
@@ -295,6 +324,9 @@ func (k *Kiosk) Serve(ctx context.Context) error {
 		})
 	}
 	svc("provisioner", k.prov.Run)
+	if k.pki != nil {
+		svc("PKI provisioner", k.pki.p.Run)
+	}
 	if n, err := k.prov.Resume(ctx); err != nil {
 		k.log.Error("resuming interrupted provisioning", "err", err, "resumed", n)
 	}
@@ -305,7 +337,7 @@ func (k *Kiosk) Serve(ctx context.Context) error {
 	if k.dhcp != nil {
 		svc("dhcp", k.dhcp.Serve)
 	}
-	k.log.Info("kiosk serving", "hello", k.o.HelloListener.Addr().String(), "dns", k.dns != nil, "dhcp", k.dhcp != nil)
+	k.log.Info("kiosk serving", "hello", k.o.HelloListener.Addr().String(), "dns", k.dns != nil, "dhcp", k.dhcp != nil, "pki", k.pki != nil)
 	// The hello log outlives the listener so that its last rows are kept.
 	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
 	hw := make(chan struct{})
@@ -318,5 +350,188 @@ func (k *Kiosk) Serve(ctx context.Context) error {
 		return err
 	default:
 		return nil
+	}
+}
+
+// The PKI path: version-3 hellos to provision.PKIProvisioner, its results
+// kept in the store.
+
+// pkiPath is the kiosk's PKI provisioner with what it remembers of
+// refused machines.
+type pkiPath struct {
+	p    *provision.PKIProvisioner
+	root [32]byte // the site root's SHA-256
+	user func(provision.PKIResult)
+
+	mu      sync.Mutex
+	refused map[string]pkiRefusal // by upper-case UUID
+}
+
+// pkiRefusal is a machine that refused (or would refuse) the site's chain
+// for a reason another hello does not change: the kiosk does not try it
+// again until its hellos start over (a retry count not above the one
+// refused: a new record consumed, the machine power-cycled into a new
+// hello sequence) or carry other root hashes.
+type pkiRefusal struct {
+	retry  uint32
+	hashes [32]byte // digest of the hello's root hash list
+	class  provision.Class
+}
+
+// maxRefused bounds the refusal memory (one row per machine of a site).
+const maxRefused = 65536
+
+// pkiFinal are the classes a repeated hello from the same machine does not
+// change: the machine's trust list, clock or suffix, or the kiosk's
+// certificate, must change first.
+func pkiFinal(c provision.Class) bool {
+	switch c {
+	case provision.ClassPKIUntrustedRoot, provision.ClassPKIExpired, provision.ClassPKINoMark,
+		provision.ClassPKIDomain, provision.ClassPKIRefused:
+		return true
+	}
+	return false
+}
+
+func (k *Kiosk) newPKI(po provision.PKIOptions, qo provision.PKIQueueOptions) (*pkiPath, error) {
+	if po.Site == nil {
+		return nil, errors.New("kiosk: PKI provisioning needs the site PKI")
+	}
+	po.CA = k.ca
+	if po.Logger == nil {
+		po.Logger = k.log
+	}
+	p, err := provision.NewPKI(po)
+	if err != nil {
+		return nil, fmt.Errorf("kiosk: %w", err)
+	}
+	pp := &pkiPath{p: p, root: po.Site.RootHash(), user: qo.OnResult, refused: map[string]pkiRefusal{}}
+	qo.OnResult = k.onPKIResult
+	p.SetQueue(qo)
+	return pp, nil
+}
+
+// PKIProvisioner is the PKI workflow, nil without Options.PKI.
+func (k *Kiosk) PKIProvisioner() *provision.PKIProvisioner {
+	if k.pki == nil {
+		return nil
+	}
+	return k.pki.p
+}
+
+// hashesDigest identifies a hello's root hash list.
+func hashesDigest(hs []wire.RootHash) [32]byte {
+	h := sha256.New()
+	for _, r := range hs {
+		h.Write([]byte{byte(r.Type), byte(len(r.Hash))})
+		h.Write(r.Hash)
+	}
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
+}
+
+// onPKIHello submits a version-3 hello and returns its hello log outcome.
+func (k *Kiosk) onPKIHello(r khello.Received) string {
+	if k.pki == nil {
+		return "pki: not configured"
+	}
+	h := r.Hello
+	j := provision.PKIJob{UUID: h.UUID.String(), Peer: r.Peer, Retry: h.RetryCount, RootHashes: h.RootHashes}
+	key := strings.ToUpper(j.UUID)
+	digest := hashesDigest(h.RootHashes)
+	pp := k.pki
+	pp.mu.Lock()
+	if rf, ok := pp.refused[key]; ok {
+		if h.RetryCount > rf.retry && rf.hashes == digest {
+			rf.retry = h.RetryCount
+			pp.refused[key] = rf
+			pp.mu.Unlock()
+			return "refused again: " + string(rf.class) + " (not tried again until the machine's hellos start over)"
+		}
+		delete(pp.refused, key) // a new hello sequence or a new trust list
+	}
+	pp.mu.Unlock()
+	// The hello lists the roots the machine trusts: without the site root
+	// it refuses the chain (specs/pki.md §3), so the kiosk does not connect.
+	if len(h.RootHashes) > 0 && !slicesContainsHash(h.RootHashes, pp.root) {
+		f := &provision.Failure{Class: provision.ClassPKIUntrustedRoot,
+			Err: fmt.Errorf("the hello lists %d trusted root hashes, none the site root's SHA-256 %x", len(h.RootHashes), pp.root[:8])}
+		k.log.Warn("PKI hello from a machine that does not trust the site root; not connecting", "uuid", j.UUID, "peer", j.Peer.String(),
+			"retry", j.Retry, "advice", provision.PKIAdvice(f.Class))
+		pp.remember(j, f.Class)
+		k.pkiReport(provision.PKIResult{Job: j, Outcome: provision.OutcomeFailed, Failure: f})
+		return "refused: " + string(f.Class)
+	}
+	return pp.p.Submit(j)
+}
+
+func slicesContainsHash(hs []wire.RootHash, want [32]byte) bool {
+	for _, h := range hs {
+		if h.Type == wire.HashSHA256 && bytes.Equal(h.Hash, want[:]) {
+			return true
+		}
+	}
+	return false
+}
+
+func (pp *pkiPath) remember(j provision.PKIJob, c provision.Class) {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	if len(pp.refused) >= maxRefused {
+		for u := range pp.refused { // forget one: the machine is tried once more
+			delete(pp.refused, u)
+			break
+		}
+	}
+	pp.refused[strings.ToUpper(j.UUID)] = pkiRefusal{retry: j.Retry, hashes: hashesDigest(j.RootHashes), class: c}
+}
+
+// onPKIResult keeps what a PKI run produced: the admin password whenever
+// AdminSetup succeeded (the machine is then in admin control mode with it,
+// even if a later step failed), an audit record, the refusal memory.
+func (k *Kiosk) onPKIResult(r provision.PKIResult) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if r.AdminSet {
+		a := store.PKIAdmin{UUID: r.Job.UUID, Password: r.AdminPassword, Provisioned: r.Outcome == provision.OutcomeProvisioned}
+		if r.Failure != nil {
+			a.Detail = "AdminSetup done, then: " + r.Failure.Error()
+		}
+		if err := k.o.Store.SavePKIAdmin(ctx, a); err != nil {
+			// The machine holds a password the kiosk no longer knows: say so loudly.
+			k.log.Error("PKI: could not keep the admin password of a machine in admin control mode; unprovision it in the MEBx (or with the password from the MEBx) and let it say hello again",
+				"uuid", r.Job.UUID, "err", err)
+		}
+	}
+	switch {
+	case r.Outcome == provision.OutcomeUnknownMachine:
+		k.record(store.HelloRecord{At: time.Now(), Peer: r.Job.Peer.String(), UUID: r.Job.UUID, Version: 3, Retry: int(r.Job.Retry),
+			Outcome: "unknown-machine: no stick record known for this UUID"})
+	case r.Failure != nil && pkiFinal(r.Failure.Class) && !r.AdminSet:
+		k.pki.remember(r.Job, r.Failure.Class)
+	}
+	k.pkiReport(r)
+}
+
+// pkiReport writes the audit record of a PKI result and calls the
+// caller's OnResult.
+func (k *Kiosk) pkiReport(r provision.PKIResult) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ar := store.AuditRecord{Actor: "kiosk", Action: "provision.pki", UUID: r.Job.UUID, Outcome: "ok",
+		Detail: fmt.Sprintf("admin control mode, kiosk-signed certificate, %v", r.Duration.Round(time.Millisecond))}
+	if r.Failure != nil {
+		ar.Outcome = "failed: " + string(r.Failure.Class)
+		ar.Detail = r.Failure.Error() + "; next: " + provision.PKIAdvice(r.Failure.Class)
+		if r.AdminSet {
+			ar.Detail = "admin control mode set (admin password kept), then " + ar.Detail
+		}
+	}
+	if err := k.o.Store.Audit(ctx, ar); err != nil {
+		k.log.Error("writing the audit log", "uuid", r.Job.UUID, "err", err)
+	}
+	if k.pki.user != nil {
+		k.pki.user(r)
 	}
 }
