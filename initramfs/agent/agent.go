@@ -55,6 +55,13 @@ type Config struct {
 	// Machine, if set, is what CollectMachine already gathered; Run then
 	// does not ask the sources itself.
 	Machine *Machine
+	// Activate, if set, asks for host-based activation (agent.json's
+	// activate member, Conf.Activation).
+	Activate *Activation
+	// ConfErr is why agent.json could not be read; Run names it in the
+	// line (source "agent-conf") and, since it cannot know whether
+	// activation was asked for, does not activate.
+	ConfErr error
 	Logger  *slog.Logger
 }
 
@@ -161,6 +168,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		phases = append(phases, Phase{"machine (collected during the stick search)", 0})
 	}
 	lap = time.Now()
+	if cfg.ConfErr != nil {
+		miss("agent-conf", cfg.ConfErr)
+	}
+	// Activation before the one append (crash safety, see Activation):
+	// the line records its outcome.
+	if cfg.Activate != nil {
+		rec.Activation = activate(ctx, cfg, rec.AMT, log)
+		phase("activate")
+	}
 	rec.Time = now().UTC()
 	if !ClockPlausible(rec.Time) {
 		miss("clock", fmt.Errorf("the machine's clock says %s (RTC battery flat or clock never set); this line's time is wrong", rec.Time.Format(time.RFC3339)))
@@ -294,11 +310,13 @@ func attribute(rec *ledger.Record, sb *setupbin.Reader, last *ledger.Record, man
 		}
 	} else {
 		rec.Record = first + idx
+		rec.Kind = recordKind(sb, idx, root)
 		pid, err := pidOf(sb, idx, last, root)
-		if err != nil {
-			miss("pid", err)
-		} else {
+		switch {
+		case err == nil:
 			rec.PID = pid
+		case rec.Kind != KindPKI: // a PKI record has no PID
+			miss("pid", err)
 		}
 	}
 	if next := int(h.NextIndex()); next < int(h.RecordCount) && !h.NoConsumeHonoured() {
@@ -325,6 +343,48 @@ func pidOf(sb *setupbin.Reader, idx int, last *ledger.Record, root string) (stri
 		return last.NextPID, nil
 	}
 	return "", fmt.Errorf("the BIOS zeroed record %d and neither %s nor the previous ledger line names its PID", idx+1, PIDsPath)
+}
+
+// Record kinds (ledger.Record.Kind).
+const (
+	KindPSK = "psk"
+	KindPKI = "pki"
+)
+
+// recordKind tells a PSK record (PID/PPS) from a PKI one (an added root
+// hash, no PID): from the record's body if the BIOS left it, else from
+// the other records in the file (a stick's records are all of one kind),
+// else pids.json (PSK only). "" when nothing says.
+func recordKind(sb *setupbin.Reader, idx int, root string) string {
+	kindOf := func(r *setupbin.Record) string {
+		if _, ok := r.Lookup(setupbin.VarPID); ok {
+			return KindPSK
+		}
+		if _, ok := r.Lookup(setupbin.VarAddUserHash); ok {
+			return KindPKI
+		}
+		return ""
+	}
+	other := ""
+	for _, r := range sb.Records {
+		if !r.Valid() {
+			continue
+		}
+		k := kindOf(r)
+		if r.Index == idx && k != "" {
+			return k
+		}
+		if other == "" {
+			other = k
+		}
+	}
+	if other != "" {
+		return other
+	}
+	if _, err := readPIDs(root); err == nil {
+		return KindPSK
+	}
+	return ""
 }
 
 func pidInFile(sb *setupbin.Reader, idx int) (string, bool) {
@@ -380,6 +440,10 @@ func amtFromInfo(i *amtinfo.Info) *ledger.AMT {
 	}
 	if i.Wired != nil {
 		a.WiredMAC = strings.ToLower(i.Wired.MAC)
+	}
+	for _, h := range i.Hashes {
+		a.RootHashes = append(a.RootHashes, ledger.RootHash{Name: h.Name, Algorithm: h.Algorithm, Hash: strings.ToLower(h.Hash),
+			Default: h.Default, UserAdded: h.UserAdded, Active: h.Active})
 	}
 	return a
 }

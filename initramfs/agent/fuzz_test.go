@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -62,6 +64,35 @@ func FuzzScreen(f *testing.F) {
 		for _, l := range strings.Split(ourCSI.ReplaceAllString(out, ""), "\r\n") {
 			if n := utf8.RuneCountInString(l); n > cols {
 				t.Errorf("line of %d columns: %q", n, l)
+			}
+		}
+	})
+}
+
+// FuzzParseConf: any agent.json is a Conf within the documented bounds
+// or an ErrConf; the error never quotes the secret.
+func FuzzParseConf(f *testing.F) {
+	addSeeds(f, "conf-*.json")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseConf([]byte(s))
+		if err != nil {
+			if !errors.Is(err, ErrConf) {
+				t.Fatalf("error not ErrConf: %v", err)
+			}
+			return
+		}
+		if n := c.CountdownSeconds(); n < 0 || n > 3600 {
+			t.Errorf("countdown %d", n)
+		}
+		if d := c.MEWaitDuration(); d < time.Second || d > 600*time.Second {
+			t.Errorf("me_wait %v", d)
+		}
+		if a := c.Activation(); a != nil {
+			if a.Mode != ModeClientControl || a.Password == nil {
+				t.Errorf("activation %+v", a)
+			}
+			if _, err := a.Password("8a4f2b1c-0000-4000-8000-00163e000001"); err != nil {
+				t.Errorf("password for a valid UUID: %v", err)
 			}
 		}
 	})

@@ -27,15 +27,25 @@ func render(rec *ledger.Record, lg *ledger.Log, h setupbin.Header) (ok bool, msg
 		state = rec.AMT.ProvisioningState
 	}
 	left := int(h.RecordCount) - int(h.Consumed)
+	act := rec.Activation
+	activated := act != nil && act.Result == ledger.ActivationActivated
+	actShown := false
 
 	switch rec.Case {
 	case ledger.CaseNormal, ledger.CaseMultiple, ledger.CaseNoConsume:
 		head := fmt.Sprintf("Record %d (PID %s) → %s.", rec.Record, pid, machine)
+		if rec.Kind == KindPKI {
+			head = fmt.Sprintf("Record %d (PKI, site root) → %s.", rec.Record, machine)
+		}
 		switch {
 		case rec.AMT == nil:
 			line("%s", head)
 			line("PROBLEM: the Management Engine did not answer (%s).", reason(rec, "amt"))
 			line("The record is recorded against this machine's DMI identity only. Tell the kiosk operator; the kiosk will match the machine by its hello.")
+		case activated:
+			ok, actShown = rec.Case != ledger.CaseMultiple, true
+			line("%s", head)
+			line("AMT is ACTIVATED in client control mode (realm %s). Remove the stick; the machine is managed with the site's admin password.", orUnknown(act.Realm))
 		case state == "in":
 			ok = rec.Case != ledger.CaseMultiple
 			line("%s", head)
@@ -75,6 +85,20 @@ func render(rec *ledger.Record, lg *ledger.Log, h setupbin.Header) (ok bool, msg
 	default:
 		line("PROBLEM: setup.bin could not be read (%s).", reason(rec, "setupbin"))
 		line("Take the stick back to the kiosk operator.")
+	}
+	if act != nil && !actShown {
+		switch act.Result {
+		case ledger.ActivationActivated:
+			line("AMT is ACTIVATED in client control mode (realm %s); it is managed with the site's admin password.", orUnknown(act.Realm))
+		case ledger.ActivationFailed:
+			ok = false
+			line("PROBLEM: host-based activation to client control mode FAILED: %s.", act.Error)
+			line("The machine was NOT activated; tell the kiosk operator (the ledger line says why).")
+		default:
+			if rec.AMT != nil && state != "post" {
+				line("Note: host-based activation was %s.", act.Error)
+			}
+		}
 	}
 	if left > 0 && left <= 2 && rec.Case != ledger.CaseNone {
 		line("Note: only %d record(s) left on this stick.", left)

@@ -8,6 +8,7 @@ import (
 	"github.com/provstick/provstick/initramfs/heci/amthi"
 	"github.com/provstick/provstick/internal/amtsim"
 	"github.com/provstick/provstick/internal/wsman"
+	"github.com/provstick/provstick/setupbin"
 )
 
 func TestActivate(t *testing.T) {
@@ -64,5 +65,40 @@ func TestSetupErrorRedaction(t *testing.T) {
 	}
 	if s := Password("x").String(); s != "REDACTED" {
 		t.Error(s)
+	}
+}
+
+func TestDerivePassword(t *testing.T) {
+	secret := []byte("0123456789abcdef-site-secret")
+	a, err := DerivePassword(secret, "8A4F2B1C-0000-4000-8000-00163E000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := DerivePassword(secret, "8a4f2b1c-0000-4000-8000-00163e000001")
+	c, _ := DerivePassword(secret, "8a4f2b1c-0000-4000-8000-00163e000002")
+	d, _ := DerivePassword([]byte("another-site-secret-16"), "8a4f2b1c-0000-4000-8000-00163e000001")
+	if a != b || a == c || a == d {
+		t.Error("derivation: same UUID in any case must give the same password, another UUID or secret another")
+	}
+	for _, p := range []Password{a, c, d} {
+		if len(p) != 28 {
+			t.Errorf("length %d", len(p))
+		}
+		if err := setupbin.ValidateMEBxPassword(setupbin.Password(p)); err != nil {
+			t.Errorf("derived password breaks AMT's rules: %v", err)
+		}
+	}
+	// A fixed vector: the kiosk's implementation must agree.
+	if a != "tdwaSPOGgLcxtq5IQ7We9l0C#a7Z" || KeyID(secret) != "c6b5b67d" {
+		t.Errorf("fixed vector changed: the kiosk recomputes these passwords; keep the derivation stable")
+	}
+	if _, err := DerivePassword([]byte("short"), "x"); !errors.Is(err, ErrWeakSecret) {
+		t.Errorf("short secret: %v", err)
+	}
+	if _, err := DerivePassword(secret, ""); err == nil {
+		t.Error("empty UUID accepted")
+	}
+	if k := KeyID(secret); len(k) != 8 || k == KeyID([]byte("another-site-secret-16")) {
+		t.Errorf("KeyID %q", k)
 	}
 }

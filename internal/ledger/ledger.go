@@ -95,6 +95,10 @@ type Record struct {
 	Record int    `json:"record,omitempty"`
 	Index  int    `json:"index"`
 	PID    string `json:"pid,omitempty"` // display form 0000-037M
+	// Kind is the attributed record's kind when the agent could tell:
+	// "psk" (PID/PPS) or "pki" (a site root hash, no PID). Empty in lines
+	// written before the field existed.
+	Kind string `json:"kind,omitempty"`
 	// Skipped lists the record numbers consumed by machines that never
 	// booted the stick (CaseMultiple).
 	Skipped []int `json:"skipped,omitempty"`
@@ -107,6 +111,10 @@ type Record struct {
 	MACs  []string `json:"macs,omitempty"` // host NICs, lower-case colon form
 	TPM   *TPM     `json:"tpm,omitempty"`
 	Agent string   `json:"agent,omitempty"` // agent version
+
+	// Activation is the host-based activation the stick's agent.json asked
+	// for (nil: none asked).
+	Activation *Activation `json:"activation,omitempty"`
 
 	// Missing names each source that gave nothing, with why.
 	Missing []Missing `json:"missing,omitempty"`
@@ -129,6 +137,42 @@ type AMT struct {
 	TLSMode           string `json:"tls_mode,omitempty"`
 	DNSSuffix         string `json:"dns_suffix,omitempty"`
 	WiredMAC          string `json:"wired_mac,omitempty"`
+	// RootHashes are the ME's trusted root certificate hashes as read at
+	// boot (before any activation), so that reconciliation can confirm a
+	// PKI stick added the site root.
+	RootHashes []RootHash `json:"root_hashes,omitempty"`
+}
+
+// RootHash is one trusted root certificate hash in the ME.
+type RootHash struct {
+	Name      string `json:"name"`
+	Algorithm string `json:"alg"`  // SHA-256, SHA-1, SHA-384 (amtinfo's names)
+	Hash      string `json:"hash"` // lower-case hex
+	Default   bool   `json:"default,omitempty"`
+	UserAdded bool   `json:"user_added,omitempty"`
+	Active    bool   `json:"active"`
+}
+
+// Activation results.
+const (
+	ActivationActivated = "activated" // the machine is now in client control mode
+	ActivationFailed    = "failed"    // Setup was tried and failed, or its outcome is unknown
+	ActivationSkipped   = "skipped"   // not tried: no ME, or already provisioned
+)
+
+// Activation is the outcome of host-based activation (never a password).
+type Activation struct {
+	Mode   string `json:"mode"`   // "client-control"
+	Result string `json:"result"` // ActivationActivated, ActivationFailed, ActivationSkipped
+	// Password says where the admin password came from, never what it is:
+	// "derived:<key id>" (per machine from the site secret and the AMT
+	// UUID) or "fixed:<key id>".
+	Password          string `json:"password,omitempty"`
+	Realm             string `json:"realm,omitempty"`
+	ControlMode       string `json:"control_mode,omitempty"`       // after the attempt
+	ProvisioningState string `json:"provisioning_state,omitempty"` // after the attempt
+	Error             string `json:"error,omitempty"`
+	ElapsedMS         int64  `json:"elapsed_ms,omitempty"`
 }
 
 // DMI is /sys/class/dmi/id.

@@ -259,3 +259,43 @@ func TestFixtures(t *testing.T) {
 }
 
 func slicesConcat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+
+// TestActivationFields: the fields added for PKI sticks and host-based
+// activation round-trip, and a line written before they existed (the
+// golden record-v1.jsonl) still reads with them empty.
+func TestActivationFields(t *testing.T) {
+	r := sample(4)
+	r.Kind = "pki"
+	r.PID = ""
+	r.AMT.RootHashes = []RootHash{{Name: "provstick site root", Algorithm: "SHA-256", Hash: strings.Repeat("0f", 32), UserAdded: true, Active: true}}
+	r.Activation = &Activation{Mode: "client-control", Result: ActivationActivated, Password: "derived:0123abcd",
+		Realm: "Digest:A3829B3827DE4D33D4449B366831B8F6", ControlMode: "client", ProvisioningState: "post", ElapsedMS: 120}
+	b, err := Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"kind":"pki"`, `"root_hashes":[{"name":"provstick site root","alg":"SHA-256"`, `"activation":{"mode":"client-control","result":"activated","password":"derived:0123abcd"`} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("line lacks %s:\n%s", want, b)
+		}
+	}
+	got, err := Unmarshal(bytes.TrimSuffix(b, []byte("\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.V, r.Sum = Version, got.Sum
+	if !reflect.DeepEqual(got, r) {
+		t.Errorf("round trip:\ngot  %+v\nwant %+v", got, r)
+	}
+	old, err := os.ReadFile(filepath.Join("testdata", "record-v1.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := Unmarshal(bytes.TrimSuffix(old, []byte("\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Kind != "" || o.Activation != nil || o.AMT.RootHashes != nil {
+		t.Errorf("old line read with new fields: %+v", o)
+	}
+}

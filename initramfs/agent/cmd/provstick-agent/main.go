@@ -34,8 +34,11 @@
 //	provstick.test.hold=NAME   tests only: before the ledger write, wait for
 //	                           a byte on the virtio-serial port NAME
 //
-// The stick's provstick/agent.json may set "countdown" (seconds) and
-// "me_wait" (seconds to wait for the ME, default 30).
+// The stick's provstick/agent.json (agent.Conf) may set "countdown"
+// (seconds), "me_wait" (seconds to wait for the ME, default 30) and
+// "activate" (host-based activation to client control mode before the
+// ledger line, whose outcome the line records; serial marker
+// "provstick: activation: …").
 //
 // It must be built static: CGO_ENABLED=0 go build ./initramfs/agent/cmd/provstick-agent.
 // It requires Linux and is only useful as PID 1.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"debug/elf"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -125,22 +124,29 @@ func work(initStart time.Time, boot agent.Boot, skipped []string, log *slog.Logg
 			say("%v", err)
 		}
 	}()
-	conf := readAgentConf(root)
+	conf, confErr := agent.ReadConf(root)
+	if confErr != nil {
+		say("%v; using the defaults, no activation", confErr)
+		conf = &agent.Conf{}
+	}
 	if countdown < 0 {
-		countdown = conf.countdown()
+		countdown = conf.CountdownSeconds()
 	}
 	say("stick %s found in %v", man.Stick, time.Since(findStart).Round(time.Millisecond))
 	var m *agent.Machine
 	select {
 	case m = <-machine:
-	case <-time.After(time.Until(findStart.Add(conf.meWait()))):
-		say("the ME did not answer within %v (agent.json me_wait); going on without it", conf.meWait())
+	case <-time.After(time.Until(findStart.Add(conf.MEWaitDuration()))):
+		say("the ME did not answer within %v (agent.json me_wait); going on without it", conf.MEWaitDuration())
 		mcancel()
 		m = <-machine
 	}
 	res, err := agent.Run(context.Background(), agent.Config{
 		Root:        root,
+		MEAddress:   boot.MEAddress,
 		Machine:     m,
+		Activate:    conf.Activation(),
+		ConfErr:     confErr,
 		Logger:      log,
 		BeforeWrite: func(ctx context.Context) error { return beforeWrite(ctx, boot, say) },
 	})
@@ -157,6 +163,9 @@ func work(initStart time.Time, boot agent.Boot, skipped []string, log *slog.Logg
 	say("ledger: line %d (%s) written in %v, of which ME %v; init start to fsync %v, stick search %v; %s since boot", res.Record.Seq, res.Record.Case,
 		res.Elapsed.Round(time.Millisecond), res.MEElapsed.Round(time.Millisecond), time.Since(initStart).Round(time.Millisecond),
 		res.Started.Sub(findStart).Round(time.Millisecond), uptime())
+	if a := res.Record.Activation; a != nil {
+		say("activation: %s (control mode %s, state %s, %d ms) %s", a.Result, a.ControlMode, a.ProvisioningState, a.ElapsedMS, a.Error)
+	}
 	say("agent phases: %s; machine (during the stick search): %s", agent.PhasesString(res.Phases), agent.PhasesString(m.Phases))
 	scr := agent.ResultScreen(res)
 	title := "DONE"
@@ -209,38 +218,6 @@ func banner(say func(string, ...any), title string, lines []string) {
 	}
 	fmt.Fprintf(os.Stdout, "%s\n\n", bar)
 	say("result: %s", title)
-}
-
-// agentConf is provstick/agent.json (the recipe's agent section).
-type agentConf struct {
-	// Countdown is the seconds before powering off; nil: 10.
-	Countdown *int `json:"countdown"`
-	// MEWait bounds the wait for the ME to answer (it may still be
-	// resetting after the BIOS applied the record); nil: 30 s.
-	MEWait *int `json:"me_wait"`
-}
-
-func readAgentConf(root string) agentConf {
-	var c agentConf
-	b, err := os.ReadFile(filepath.Join(root, "provstick", "agent.json"))
-	if err == nil && len(b) < 64<<10 {
-		json.Unmarshal(b, &c) //nolint:errcheck // a bad file means defaults
-	}
-	return c
-}
-
-func (c agentConf) countdown() int {
-	if c.Countdown != nil && *c.Countdown >= 0 && *c.Countdown <= 3600 {
-		return *c.Countdown
-	}
-	return 10
-}
-
-func (c agentConf) meWait() time.Duration {
-	if c.MEWait != nil && *c.MEWait > 0 && *c.MEWait <= 600 {
-		return time.Duration(*c.MEWait) * time.Second
-	}
-	return 30 * time.Second
 }
 
 // footer is the countdown line drawn with the result.
