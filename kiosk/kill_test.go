@@ -27,6 +27,7 @@ import (
 	"github.com/provstick/provstick/internal/amtsim"
 	wire "github.com/provstick/provstick/internal/hello"
 	"github.com/provstick/provstick/kiosk/provision"
+	"github.com/provstick/provstick/internal/soak"
 	"github.com/provstick/provstick/kiosk/store"
 )
 
@@ -43,6 +44,7 @@ const (
 
 func TestKillLoop(t *testing.T) {
 	n := *killDevices
+	kills := soak.Runs(*killCount) // make soak runs more
 	ctx := t.Context()
 	dir := t.TempDir()
 	dsn := filepath.Join(dir, "kiosk.db")
@@ -124,7 +126,7 @@ func TestKillLoop(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	for i := range *killCount {
+	for i := range kills {
 		cmd := start()
 		listening()
 		time.Sleep(time.Duration(200+rng.IntN(2300)) * time.Millisecond)
@@ -151,7 +153,7 @@ func TestKillLoop(t *testing.T) {
 					t.Logf("not provisioned: %s %s %q", e.PID, e.State, e.Reason)
 				}
 			}
-			t.Fatalf("after %d kills: %d of %d provisioned", *killCount, provisioned(), n)
+			t.Fatalf("after %d kills: %d of %d provisioned", kills, provisioned(), n)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -196,6 +198,27 @@ func TestKillLoop(t *testing.T) {
 	}
 	if total != int64(n) {
 		t.Errorf("the pool counts %d entries, want %d", total, n)
+	}
+	// For make soak: devices provisioned, entries provisioned twice or lost.
+	dupes, good := 0, 0
+	for _, e := range es {
+		h, _ := s.History(ctx, e.PID)
+		k := 0
+		for _, ev := range h {
+			if ev.To == store.StateProvisioned && ev.From != store.StateProvisioned {
+				k++
+			}
+		}
+		dupes += max(0, k-1)
+	}
+	for _, m := range f.Machines {
+		if st := m.Net.Device().State(); len(st.Net.Certs) == 1 {
+			good++
+		}
+	}
+	if err := soak.Report(soak.Result{Loop: "kiosk kill -9", Runs: kills + 1, Faults: kills, Lost: n - int(total),
+		Duplicates: dupes, Provisioned: good, Note: fmt.Sprintf("%d machines", n)}); err != nil {
+		t.Error(err)
 	}
 }
 
