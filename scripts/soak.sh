@@ -9,6 +9,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PROVSTICK_SOAK_SCALE=${SOAK_SCALE:-2}
+# The agent's power-cut loop counts its cuts itself.
+export PROVSTICK_POWERCUT_RUNS=$((20 * PROVSTICK_SOAK_SCALE))
 report=$(mktemp)
 export PROVSTICK_SOAK_REPORT=$report
 trap 'rm -f "$report"' EXIT
@@ -28,8 +30,10 @@ part() { # name timeout go-test-args...
 	rm -f "$report.$name.log"
 }
 part store 6m -run '^TestCrashSafety$' ./kiosk/store
-want="store kill -9"
-# Further loops register here as: part NAME TIMEOUT -run ... ./pkg; want="$want,LOOP NAME PREFIX"
+part kiosk 6m -run '^TestKillLoop$' ./kiosk
+part agent 8m -run '^TestVMPowerCut$' ./initramfs/agent
+part load 6m -run '^$' -bench '^BenchmarkProvisionSQLite$' -benchtime 1x ./kiosk -args -kiosk.devices=2000
+want="store kill -9,kiosk kill -9,agent power cut,2000-device load"
 echo
 go run ./tools/soaktable -want "$want" "$report" || status=1
 exit $status
