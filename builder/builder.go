@@ -44,6 +44,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/diskfs/go-diskfs/partition/mbr"
 
+	"github.com/provstick/provstick/initramfs/hostbased"
 	"github.com/provstick/provstick/internal/atomicfile"
 	"github.com/provstick/provstick/setupbin"
 )
@@ -536,9 +537,22 @@ func (b *Builder) layout(s Stick, sb *setupbin.Reader, bf *bootFiles) ([]imageFi
 	r := b.recipe
 	var files []imageFile
 	add := func(p string, d []byte) { files = append(files, imageFile{p, d}) }
-	agentConf, err := json.MarshalIndent(map[string]any{
+	conf := map[string]any{
 		"format": "provstick-agent/1", "stick": s.ID, "after": r.Agent.After, "countdown": r.Agent.Countdown,
-	}, "", "  ")
+	}
+	if r.Agent.MEWait > 0 {
+		conf["me_wait"] = r.Agent.MEWait
+	}
+	if r.Agent.Activate == ActivateClientControl {
+		// Read at build time, never from the recipe (see Agent).
+		secret, err := r.Agent.ActivationSecret()
+		if err != nil {
+			return nil, nil, fmt.Errorf("building stick %s: %w", s.ID, err)
+		}
+		conf["activate"] = map[string]any{"mode": r.Agent.Activate, "password": r.Agent.AMTPassword,
+			"secret": secret, "key_id": hostbased.KeyID(secret)} // []byte: base64 in JSON
+	}
+	agentConf, err := json.MarshalIndent(conf, "", "  ")
 	if err != nil {
 		return nil, nil, err
 	}

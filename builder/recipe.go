@@ -11,6 +11,9 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/provstick/provstick/initramfs/hostbased"
+	"github.com/provstick/provstick/setupbin"
 )
 
 // RecipeVersion is the only recipe format version this builder reads.
@@ -71,9 +74,89 @@ type Kernel struct {
 
 // Agent configures the agent on the target; it is written to the stick as
 // provstick/agent.json.
+//
+// Host-based activation (Activate: client-control) sets an AMT admin
+// password on every machine that boots the stick, so the stick must carry
+// what the agent makes it from: the target has no network and no secret
+// of its own. The recipe never holds that value (recipes are checked in
+// and shared); AMTPasswordFrom names where the builder reads it at build
+// time, "env:NAME" or "file:PATH". With AMTPassword "derived" (the
+// default) the value is a site secret of at least 16 bytes and each
+// machine gets its own password, hostbased.DerivePassword(secret, AMT
+// UUID): one machine's password reveals no other's, and the kiosk (which
+// holds the same secret) computes any machine's password from the UUID in
+// its ledger line, so nothing needs to be recorded and a power cut after
+// activation loses no password. "fixed" writes one password for every
+// machine (AMT's password rules apply), for sites that already manage AMT
+// with one admin password. Either way the stick is a key ring, as it
+// already is for the MEBx passwords in setup.bin: agent.json holds the
+// value base64-encoded, not encrypted (the target could not decrypt it).
 type Agent struct {
 	After     string `yaml:"after"`     // "poweroff", "reboot" or "wait"
 	Countdown int    `yaml:"countdown"` // seconds before After
+	// MEWait is how long the agent waits for the ME to answer, in
+	// seconds (0: the agent's default, 30).
+	MEWait int `yaml:"me_wait"`
+	// Activate is "none" (default) or "client-control".
+	Activate string `yaml:"activate"`
+	// AMTPassword is "derived" (default with activation) or "fixed".
+	AMTPassword string `yaml:"amt_password"`
+	// AMTPasswordFrom is "env:NAME" or "file:PATH" (relative to the
+	// builder's working directory); required with activation.
+	AMTPasswordFrom string `yaml:"amt_password_from"`
+}
+
+// Agent activation settings.
+const (
+	ActivateNone          = "none"
+	ActivateClientControl = "client-control"
+	AMTPasswordDerived    = "derived"
+	AMTPasswordFixed      = "fixed"
+)
+
+var passwordFromRE = regexp.MustCompile(`^(env:[A-Za-z_][A-Za-z0-9_]*|file:[^\x00]+)$`)
+
+// ActivationSecret reads what AMTPasswordFrom names and checks it: a site
+// secret of at least 16 bytes (derived) or a password AMT accepts
+// (fixed). A file's trailing newline is not part of the value. Errors
+// name the field and the source, never the value.
+func (a *Agent) ActivationSecret() ([]byte, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("field agent.amt_password_from: %s: %s: %w", a.AMTPasswordFrom, why, ErrRecipe)
+	}
+	kind, src, _ := strings.Cut(a.AMTPasswordFrom, ":")
+	var v []byte
+	switch kind {
+	case "env":
+		s, ok := os.LookupEnv(src)
+		if !ok || s == "" {
+			return nil, bad("the environment variable is not set")
+		}
+		v = []byte(s)
+	case "file":
+		f, err := os.Open(src)
+		if err != nil {
+			return nil, bad(fmt.Sprintf("reading the file: %v", errors.Unwrap(err)))
+		}
+		defer f.Close()
+		if v, err = io.ReadAll(io.LimitReader(f, 4097)); err != nil {
+			return nil, bad("reading the file failed")
+		}
+		if len(v) > 4096 {
+			return nil, bad("the file is larger than 4 KiB")
+		}
+		v = bytes.TrimRight(v, "\r\n")
+	default:
+		return nil, bad(`want "env:NAME" or "file:PATH"`)
+	}
+	if a.AMTPassword == AMTPasswordFixed {
+		if err := setupbin.ValidateMEBxPassword(setupbin.Password(v)); err != nil {
+			return nil, bad(fmt.Sprintf("not a password AMT accepts: %v", err))
+		}
+	} else if len(v) < hostbased.MinSiteSecret {
+		return nil, bad(fmt.Sprintf("the site secret has %d bytes, want at least %d (e.g. head -c 32 /dev/urandom | base64)", len(v), hostbased.MinSiteSecret))
+	}
+	return v, nil
 }
 
 // Boot loader and setting names.
@@ -201,6 +284,12 @@ func (r *Recipe) setDefaults() {
 	if r.Agent.After == "" {
 		r.Agent.After = "poweroff"
 	}
+	if r.Agent.Activate == "" {
+		r.Agent.Activate = ActivateNone
+	}
+	if r.Agent.Activate == ActivateClientControl && r.Agent.AMTPassword == "" {
+		r.Agent.AMTPassword = AMTPasswordDerived
+	}
 }
 
 var labelRE = regexp.MustCompile(`^[A-Z0-9_-]{1,11}$`)
@@ -243,6 +332,20 @@ func (r *Recipe) Validate() error {
 		return bad("agent.after", r.Agent.After, `want "poweroff", "reboot" or "wait"`)
 	case r.Agent.Countdown < 0 || r.Agent.Countdown > 3600:
 		return bad("agent.countdown", r.Agent.Countdown, "want 0 to 3600 seconds")
+	case r.Agent.MEWait < 0 || r.Agent.MEWait > 600:
+		return bad("agent.me_wait", r.Agent.MEWait, "want 1 to 600 seconds, or 0 for the agent's default (30)")
+	case r.Agent.Activate != ActivateNone && r.Agent.Activate != ActivateClientControl:
+		return bad("agent.activate", strconv.Quote(r.Agent.Activate), `want "none" or "client-control"`)
+	case r.Agent.Activate == ActivateNone && (r.Agent.AMTPassword != "" || r.Agent.AMTPasswordFrom != ""):
+		return bad("agent.amt_password", strconv.Quote(r.Agent.AMTPassword+r.Agent.AMTPasswordFrom), "amt_password and amt_password_from apply only with activate: client-control")
+	case r.Agent.Activate == ActivateClientControl && !r.Bootable():
+		return bad("agent.activate", r.Agent.Activate, "activation is done by the agent, which needs a bootable stick (boot.uefi or boot.bios)")
+	case r.Agent.Activate == ActivateClientControl && r.Agent.AMTPassword != AMTPasswordDerived && r.Agent.AMTPassword != AMTPasswordFixed:
+		return bad("agent.amt_password", strconv.Quote(r.Agent.AMTPassword), `want "derived" (per machine from a site secret) or "fixed"`)
+	case r.Agent.Activate == ActivateClientControl && r.Agent.AMTPasswordFrom == "":
+		return bad("agent.amt_password_from", `""`, `required with activate: client-control: "env:NAME" or "file:PATH" (the value itself never goes in a recipe)`)
+	case r.Agent.Activate == ActivateClientControl && !passwordFromRE.MatchString(r.Agent.AMTPasswordFrom):
+		return bad("agent.amt_password_from", strconv.Quote(r.Agent.AMTPasswordFrom), `want "env:NAME" or "file:PATH" (the value itself never goes in a recipe)`)
 	}
 	for i, m := range r.Kernel.Modules {
 		if !moduleNameRE.MatchString(m) {
