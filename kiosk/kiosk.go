@@ -18,8 +18,10 @@
 // (specs/pki.md): "queued", "folded", "dropped", or "refused: ..."
 // when the kiosk can tell without connecting that the machine will refuse
 // the site's chain, and "refused again: ..." for the later hellos of a
-// refused machine (not tried again until its hellos start over). Without
-// Options.PKI they are logged as "pki: not configured".
+// refused machine (not tried again until its hellos start over or list
+// other root hashes). Without Options.PKI they are logged as
+// "pki: not configured".
+//
 // Entry state changes (hello-seen, provisioned, failed) and step outcomes
 // go to the entry's history.
 //
@@ -362,24 +364,32 @@ type pkiPath struct {
 	p    *provision.PKIProvisioner
 	root [32]byte // the site root's SHA-256
 	user func(provision.PKIResult)
+	now  func() time.Time
 
 	mu      sync.Mutex
 	refused map[string]pkiRefusal // by upper-case UUID
+	busy    map[string]bool       // submitted, result not handled yet
 }
 
 // pkiRefusal is a machine that refused (or would refuse) the site's chain
-// for a reason another hello does not change: the kiosk does not try it
-// again until its hellos start over (a retry count not above the one
-// refused: a new record consumed, the machine power-cycled into a new
-// hello sequence) or carry other root hashes.
+// for a reason another hello does not change. The kiosk does not try it
+// again until its hellos carry other root hashes or start over: a retry
+// count below the highest seen, at least pkiRestartAfter after the
+// refusal (hellos queued in the listener's backlog arrive out of order;
+// a machine needs longer than that to consume a new record or to be
+// power-cycled into a new hello sequence).
 type pkiRefusal struct {
-	retry  uint32
+	retry  uint32   // highest retry count seen
 	hashes [32]byte // digest of the hello's root hash list
 	class  provision.Class
+	at     time.Time
 }
 
 // maxRefused bounds the refusal memory (one row per machine of a site).
 const maxRefused = 65536
+
+// pkiRestartAfter: see pkiRefusal.
+const pkiRestartAfter = 30 * time.Second
 
 // pkiFinal are the classes a repeated hello from the same machine does not
 // change: the machine's trust list, clock or suffix, or the kiosk's
@@ -405,7 +415,8 @@ func (k *Kiosk) newPKI(po provision.PKIOptions, qo provision.PKIQueueOptions) (*
 	if err != nil {
 		return nil, fmt.Errorf("kiosk: %w", err)
 	}
-	pp := &pkiPath{p: p, root: po.Site.RootHash(), user: qo.OnResult, refused: map[string]pkiRefusal{}}
+	pp := &pkiPath{p: p, root: po.Site.RootHash(), user: qo.OnResult, now: time.Now,
+		refused: map[string]pkiRefusal{}, busy: map[string]bool{}}
 	qo.OnResult = k.onPKIResult
 	p.SetQueue(qo)
 	return pp, nil
@@ -439,34 +450,46 @@ func (k *Kiosk) onPKIHello(r khello.Received) string {
 	h := r.Hello
 	j := provision.PKIJob{UUID: h.UUID.String(), Peer: r.Peer, Retry: h.RetryCount, RootHashes: h.RootHashes}
 	key := strings.ToUpper(j.UUID)
-	digest := hashesDigest(h.RootHashes)
 	pp := k.pki
 	pp.mu.Lock()
+	if pp.busy[key] {
+		pp.mu.Unlock()
+		return "folded"
+	}
 	if rf, ok := pp.refused[key]; ok {
-		if h.RetryCount > rf.retry && rf.hashes == digest {
-			rf.retry = h.RetryCount
+		restart := h.RetryCount < rf.retry && pp.now().Sub(rf.at) >= pkiRestartAfter
+		if !restart && rf.hashes == hashesDigest(h.RootHashes) {
+			rf.retry = max(rf.retry, h.RetryCount)
 			pp.refused[key] = rf
 			pp.mu.Unlock()
 			return "refused again: " + string(rf.class) + " (not tried again until the machine's hellos start over)"
 		}
-		delete(pp.refused, key) // a new hello sequence or a new trust list
+		delete(pp.refused, key)
 	}
-	pp.mu.Unlock()
 	// The hello lists the roots the machine trusts: without the site root
 	// it refuses the chain (specs/pki.md §3), so the kiosk does not connect.
-	if len(h.RootHashes) > 0 && !slicesContainsHash(h.RootHashes, pp.root) {
+	if len(h.RootHashes) > 0 && !containsHash(h.RootHashes, pp.root) {
+		pp.rememberLocked(j, provision.ClassPKIUntrustedRoot)
+		pp.mu.Unlock()
 		f := &provision.Failure{Class: provision.ClassPKIUntrustedRoot,
 			Err: fmt.Errorf("the hello lists %d trusted root hashes, none the site root's SHA-256 %x", len(h.RootHashes), pp.root[:8])}
 		k.log.Warn("PKI hello from a machine that does not trust the site root; not connecting", "uuid", j.UUID, "peer", j.Peer.String(),
 			"retry", j.Retry, "advice", provision.PKIAdvice(f.Class))
-		pp.remember(j, f.Class)
 		k.pkiReport(provision.PKIResult{Job: j, Outcome: provision.OutcomeFailed, Failure: f})
 		return "refused: " + string(f.Class)
 	}
-	return pp.p.Submit(j)
+	pp.busy[key] = true
+	pp.mu.Unlock()
+	out := pp.p.Submit(j)
+	if out != "queued" {
+		pp.mu.Lock()
+		delete(pp.busy, key)
+		pp.mu.Unlock()
+	}
+	return out
 }
 
-func slicesContainsHash(hs []wire.RootHash, want [32]byte) bool {
+func containsHash(hs []wire.RootHash, want [32]byte) bool {
 	for _, h := range hs {
 		if h.Type == wire.HashSHA256 && bytes.Equal(h.Hash, want[:]) {
 			return true
@@ -475,16 +498,15 @@ func slicesContainsHash(hs []wire.RootHash, want [32]byte) bool {
 	return false
 }
 
-func (pp *pkiPath) remember(j provision.PKIJob, c provision.Class) {
-	pp.mu.Lock()
-	defer pp.mu.Unlock()
+// rememberLocked records a refusal; pp.mu is held.
+func (pp *pkiPath) rememberLocked(j provision.PKIJob, c provision.Class) {
 	if len(pp.refused) >= maxRefused {
-		for u := range pp.refused { // forget one: the machine is tried once more
+		for u := range pp.refused { // forget one: that machine is tried once more
 			delete(pp.refused, u)
 			break
 		}
 	}
-	pp.refused[strings.ToUpper(j.UUID)] = pkiRefusal{retry: j.Retry, hashes: hashesDigest(j.RootHashes), class: c}
+	pp.refused[strings.ToUpper(j.UUID)] = pkiRefusal{retry: j.Retry, hashes: hashesDigest(j.RootHashes), class: c, at: pp.now()}
 }
 
 // onPKIResult keeps what a PKI run produced: the admin password whenever
@@ -504,12 +526,16 @@ func (k *Kiosk) onPKIResult(r provision.PKIResult) {
 				"uuid", r.Job.UUID, "err", err)
 		}
 	}
-	switch {
-	case r.Outcome == provision.OutcomeUnknownMachine:
+	pp := k.pki
+	pp.mu.Lock()
+	if r.Failure != nil && pkiFinal(r.Failure.Class) && !r.AdminSet {
+		pp.rememberLocked(r.Job, r.Failure.Class)
+	}
+	delete(pp.busy, strings.ToUpper(r.Job.UUID))
+	pp.mu.Unlock()
+	if r.Outcome == provision.OutcomeUnknownMachine {
 		k.record(store.HelloRecord{At: time.Now(), Peer: r.Job.Peer.String(), UUID: r.Job.UUID, Version: 3, Retry: int(r.Job.Retry),
 			Outcome: "unknown-machine: no stick record known for this UUID"})
-	case r.Failure != nil && pkiFinal(r.Failure.Class) && !r.AdminSet:
-		k.pki.remember(r.Job, r.Failure.Class)
 	}
 	k.pkiReport(r)
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/provstick/provstick/internal/amtsim"
 	wire "github.com/provstick/provstick/internal/hello"
 	"github.com/provstick/provstick/internal/wsman"
+	khello "github.com/provstick/provstick/kiosk/hello"
 	"github.com/provstick/provstick/kiosk/pki"
 	"github.com/provstick/provstick/kiosk/provision"
 	"github.com/provstick/provstick/kiosk/store"
@@ -446,5 +448,71 @@ func TestPKIOff(t *testing.T) {
 	}
 	if st := b.k.HelloStats(); st.PKI != 1 {
 		t.Errorf("stats %+v: want one PKI hello", st)
+	}
+}
+
+// TestPKIRefusalMemory: hellos from a machine that does not trust the site
+// root are refused once and then logged as refused again — also when the
+// listener's backlog hands them over out of order — until the machine's
+// hellos start over (a lower retry count, later than pkiRestartAfter) or
+// list other root hashes.
+func TestPKIRefusalMemory(t *testing.T) {
+	site, other := sites(t)
+	ctx := context.Background()
+	s, err := store.Open(ctx, filepath.Join(t.TempDir(), "pool.db"), &store.Options{Key: store.Passphrase([]byte("pw")), KDF: testKDF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var reports []provision.PKIResult
+	k, err := New(ctx, Options{Store: s, HelloListener: ln,
+		PKI:      &provision.PKIOptions{Site: site, Lookup: provision.FixedPassword(pkiMEBx, nil)},
+		PKIQueue: provision.PKIQueueOptions{Queue: 1, OnResult: func(r provision.PKIResult) { reports = append(reports, r) }}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Unix(1_800_000_000, 0)
+	k.pki.now = func() time.Time { return clock }
+	oh, sh := other.RootHash(), site.RootHash()
+	otherHashes := []wire.RootHash{{Type: wire.HashSHA256, Hash: oh[:]}}
+	hello := func(retry uint32, hs []wire.RootHash) string {
+		return k.onPKIHello(khello.Received{At: clock, Peer: netip.MustParseAddrPort("127.0.0.9:1000"),
+			Hello: &wire.Hello{Version: wire.VersionPKI, UUID: wire.UUID{1, 2, 3}, RetryCount: retry, RootHashes: hs}})
+	}
+	refused, again := "refused: "+string(provision.ClassPKIUntrustedRoot), "refused again: "+string(provision.ClassPKIUntrustedRoot)
+	for i, c := range []struct {
+		retry   uint32
+		hashes  []wire.RootHash
+		advance time.Duration
+		want    string
+	}{
+		{4, otherHashes, 0, refused},
+		{0, otherHashes, time.Second, again}, // out of order from the backlog
+		{5, otherHashes, time.Minute, again},
+		{6, otherHashes, time.Hour, again},
+		{0, otherHashes, time.Minute, refused}, // a new hello sequence
+		{1, otherHashes, time.Minute, again},
+		// A new record consumed: the site root is now trusted, so the
+		// machine is queued (the one-slot queue holds it: no Run here).
+		{2, []wire.RootHash{{Type: wire.HashSHA256, Hash: sh[:]}}, 0, "queued"},
+		{3, []wire.RootHash{{Type: wire.HashSHA256, Hash: sh[:]}}, 0, "folded"},
+	} {
+		clock = clock.Add(c.advance)
+		if got := hello(c.retry, c.hashes); !strings.HasPrefix(got, c.want) {
+			t.Errorf("hello %d (retry %d): %q, want %q", i, c.retry, got, c.want)
+		}
+	}
+	if len(reports) != 2 {
+		t.Fatalf("%d reports, want 2 (one per refused hello sequence)", len(reports))
+	}
+	for _, r := range reports {
+		if r.Outcome != provision.OutcomeFailed || r.Failure.Class != provision.ClassPKIUntrustedRoot || r.AdminSet {
+			t.Errorf("report %s %v", r.Outcome, r.Failure)
+		}
 	}
 }
