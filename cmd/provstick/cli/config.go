@@ -71,6 +71,26 @@ type KioskConfig struct {
 	PSKEncoding string        `mapstructure:"psk_encoding"`
 	// Web is the web console (kiosk/web).
 	Web KioskWebConfig `mapstructure:"web"`
+	// PKI is the PKI path (admin control mode, specs/pki.md).
+	PKI KioskPKIConfig `mapstructure:"pki"`
+}
+
+// KioskPKIConfig configures PKI provisioning: version-3 hellos from
+// machines whose stick added the site root hash (provstick setupbin pki).
+type KioskPKIConfig struct {
+	// Dir is the site PKI directory (provstick kiosk ca init); the kiosk
+	// reads provisioning.pem and provisioning-key.age. "" turns PKI off.
+	Dir string `mapstructure:"dir"`
+	// PassphraseFile holds the passphrase of provisioning-key.age; ""
+	// → $PROVSTICK_PKI_PASSPHRASE.
+	PassphraseFile string `mapstructure:"passphrase_file"`
+	// Secrets are the secrets files provstick setupbin pki wrote for this
+	// site's sticks: the MEBx password their records set, which the
+	// kiosk logs in with until AdminSetup. Every record of every file
+	// must set the same password (setupbin pki --new-password): a PKI
+	// hello names no record, so the kiosk cannot tell which one a machine
+	// took.
+	Secrets []string `mapstructure:"secrets"`
 }
 
 // KioskWebConfig configures the kiosk's web console: HTTPS with a
@@ -129,6 +149,10 @@ var defaults = map[string]any{
 	"kiosk.web.session_ttl":         "8h",
 	"kiosk.web.max_ledger_bytes":    16 << 20,
 	"kiosk.web.public_metrics":      false,
+
+	"kiosk.pki.dir":             "",
+	"kiosk.pki.passphrase_file": "",
+	"kiosk.pki.secrets":         []string{},
 }
 
 // flagKeys maps persistent flags to configuration keys.
@@ -178,9 +202,17 @@ func loadConfig(cmd *cobra.Command, explicit string) (*Config, string, error) {
 		// Relative paths written in a configuration file are relative to
 		// that file ("a store next to the config"); from flags and the
 		// environment they are relative to the working directory.
-		for key, p := range map[string]*string{"store.dsn": &cfg.Store.DSN, "store.passphrase_file": &cfg.Store.PassphraseFile, "store.key_file": &cfg.Store.KeyFile} {
+		for key, p := range map[string]*string{"store.dsn": &cfg.Store.DSN, "store.passphrase_file": &cfg.Store.PassphraseFile, "store.key_file": &cfg.Store.KeyFile,
+			"kiosk.pki.dir": &cfg.Kiosk.PKI.Dir, "kiosk.pki.passphrase_file": &cfg.Kiosk.PKI.PassphraseFile} {
 			if *p != "" && !filepath.IsAbs(*p) && !strings.Contains(*p, "://") && v.InConfig(key) && !isFromEnv(key) {
 				*p = filepath.Join(filepath.Dir(file), *p)
+			}
+		}
+		if v.InConfig("kiosk.pki.secrets") && !isFromEnv("kiosk.pki.secrets") {
+			for i, p := range cfg.Kiosk.PKI.Secrets {
+				if p != "" && !filepath.IsAbs(p) {
+					cfg.Kiosk.PKI.Secrets[i] = filepath.Join(filepath.Dir(file), p)
+				}
 			}
 		}
 	}

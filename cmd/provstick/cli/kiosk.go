@@ -2,10 +2,12 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,7 +17,9 @@ import (
 	"github.com/provstick/provstick/internal/wsman"
 	"github.com/provstick/provstick/kiosk"
 	"github.com/provstick/provstick/kiosk/netsvc"
+	"github.com/provstick/provstick/kiosk/pki"
 	"github.com/provstick/provstick/kiosk/provision"
+	"github.com/provstick/provstick/setupbin"
 	"github.com/spf13/cobra"
 )
 
@@ -24,7 +28,7 @@ func init() { register(newKioskCmd) }
 func newKioskCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "kiosk",
-		Short: "Run the offline provisioning server (hellos, DNS, PSK provisioning)",
+		Short: "Run the offline provisioning server (hellos, DNS, PSK and PKI provisioning)",
 	}
 	cmd.AddCommand(newKioskServeCmd(e), newKioskAuditCmd(e), newKioskHashPasswordCmd(e))
 	addSubcommands(e, cmd)
@@ -45,6 +49,10 @@ type kioskServeFlags struct {
 	plainHTTP  string
 	floodRate  float64
 	floodBurst int
+	// PKI (off unless kiosk.pki.dir or --pki-dir is given).
+	pkiDir            string
+	pkiPassphraseFile string
+	pkiSecrets        []string
 }
 
 func newKioskServeCmd(e *env) *cobra.Command {
@@ -67,9 +75,23 @@ reconnection that must show the kiosk-signed certificate.
 Progress is kept in the store, so a restarted kiosk resumes where it
 stopped. The kiosk CA is created in the store on first run. Every hello and
 every step goes to the store's history; failures are classified with the
-technician's next step. Runs until interrupted (or --run-for).`,
+technician's next step. Runs until interrupted (or --run-for).
+
+With a site PKI (--pki-dir or kiosk.pki.dir, made by 'provstick kiosk ca
+init'; its key's passphrase from --pki-passphrase-file, kiosk.pki.passphrase_file
+or $PROVSTICK_PKI_PASSPHRASE) the kiosk also provisions machines that send
+version-3 (PKI) hellos: TLS to 16993 presenting the site's provisioning
+chain, AdminSetup to admin control mode, then the same TLS steps (specs/pki.md).
+It logs in with the MEBx password the sticks' records set, read from the
+secrets files 'provstick setupbin pki --new-password' wrote (--pki-secrets,
+kiosk.pki.secrets): a PKI hello names no record, so every record must set
+the same password. The admin password AdminSetup sets is kept sealed in
+the store. A machine that refuses the site's chain (or whose hello shows it
+does not trust the site root) is reported once and not tried again until
+its hellos start over.`,
 		Example: `  provstick kiosk serve
-  provstick kiosk serve --hello-listen 127.0.0.1:9971 --dns-listen 127.0.0.1:5353`,
+  provstick kiosk serve --hello-listen 127.0.0.1:9971 --dns-listen 127.0.0.1:5353
+  provstick kiosk serve --pki-dir site-pki --pki-secrets stick-secrets.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runKioskServe(cmd.Context(), e, f)
@@ -88,6 +110,9 @@ technician's next step. Runs until interrupted (or --run-for).`,
 	fl.Float64Var(&f.floodRate, "hello-flood-rate", 100, "hellos per second accepted from one source address (AMT sends one a minute; simulators on one address send more); negative: no limit")
 	fl.IntVar(&f.floodBurst, "hello-flood-burst", 200, "hellos accepted at once from one source address")
 	fl.StringVar(&f.plainHTTP, "plain-http", "never", "provision over plain HTTP on 16992: never, fallback (when 16993 refuses the connection; not encrypted) or always")
+	fl.StringVar(&f.pkiDir, "pki-dir", "", "site PKI `directory` for PKI provisioning (overrides kiosk.pki.dir; made by provstick kiosk ca init)")
+	fl.StringVar(&f.pkiPassphraseFile, "pki-passphrase-file", "", "`file` holding the passphrase of the provisioning key (overrides kiosk.pki.passphrase_file; else $"+envPKIPassphrase+")")
+	fl.StringSliceVar(&f.pkiSecrets, "pki-secrets", nil, "secrets `file`s written by provstick setupbin pki for this site's sticks (overrides kiosk.pki.secrets)")
 	return cmd
 }
 
@@ -172,6 +197,26 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 		o.DHCP = d
 	}
 
+	if f.pkiDir != "" {
+		kc.PKI.Dir = f.pkiDir
+	}
+	if f.pkiPassphraseFile != "" {
+		kc.PKI.PassphraseFile = f.pkiPassphraseFile
+	}
+	if len(f.pkiSecrets) > 0 {
+		kc.PKI.Secrets = f.pkiSecrets
+	}
+	if kc.PKI.Dir != "" {
+		if o.PKI, err = kioskPKIOptions(e, kc.PKI, port, kc.StepTimeout, kc.VerifyDelay); err != nil {
+			return err
+		}
+		o.PKIQueue = provision.PKIQueueOptions{Concurrency: kc.Concurrency, OnResult: func(r provision.PKIResult) {
+			mu.Lock()
+			defer mu.Unlock()
+			printPKIResult(e, r)
+		}}
+	}
+
 	if f.webOn != "" {
 		kc.Web.Listen = f.webOn
 	}
@@ -216,6 +261,9 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 		fmt.Fprintf(e.stdout, ", DHCP on %s", o.DHCP.Interface)
 	}
 	fmt.Fprintf(e.stdout, "; CA %s, SHA-256 %x\n", k.CA().Certificate().Subject.CommonName, fp[:])
+	if o.PKI != nil {
+		fmt.Fprintf(e.stdout, "kiosk: PKI provisioning as %s, site root SHA-256 %s\n", o.PKI.Site.FQDN(), o.PKI.Site.RootHashHex())
+	}
 	if console != nil {
 		if err := console.start(ctx, e, kc.Web, s, k, kc.Concurrency); err != nil {
 			return err
@@ -260,4 +308,80 @@ func dhcpOptions(address string, suffixes []string, f kioskServeFlags) (*netsvc.
 		return nil, fmt.Errorf("configuration of kiosk DHCP: %w", err)
 	}
 	return d, nil
+}
+
+// kioskPKIOptions loads the site PKI (provisioning chain and key) and the
+// sticks' secrets files into the PKI provisioner's options. The MEBx
+// password is the one every record of the secrets files set: a PKI hello
+// carries no PID, only the UUID and the trusted root hashes, so nothing
+// tells which record a machine consumed; files whose records set
+// different passwords are refused here rather than tried on the machines
+// (failed Digest logins count towards AMT's lock-out).
+func kioskPKIOptions(e *env, pc KioskPKIConfig, port string, stepTimeout, verifyDelay time.Duration) (*provision.PKIOptions, error) {
+	if len(pc.Secrets) == 0 {
+		return nil, errors.New("PKI provisioning (kiosk.pki.dir) needs the sticks' secrets files: --pki-secrets or kiosk.pki.secrets (written by provstick setupbin pki --new-password)")
+	}
+	pass, err := secretFrom(e, pc.PassphraseFile, envPKIPassphrase, "site PKI passphrase", false)
+	if err != nil {
+		return nil, err
+	}
+	site, err := pki.Load(pc.Dir, pass)
+	if err != nil {
+		return nil, fmt.Errorf("loading the site PKI: %w", err)
+	}
+	root := site.RootHashHex()
+	var pw setupbin.Password
+	for _, file := range pc.Secrets {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("reading the PKI secrets: %w", err)
+		}
+		var sec pkiSecrets
+		if err := json.Unmarshal(b, &sec); err != nil {
+			return nil, fmt.Errorf("PKI secrets file %s: %w", file, err)
+		}
+		if sec.Kind != "pki" || sec.Version != 1 {
+			return nil, fmt.Errorf("PKI secrets file %s: kind %q version %d: want a file written by provstick setupbin pki", file, sec.Kind, sec.Version)
+		}
+		if !strings.EqualFold(sec.RootHash, root) {
+			return nil, fmt.Errorf("PKI secrets file %s: its records add root %s, not this site's %s (%s)", file, sec.RootHash, root, pc.Dir)
+		}
+		if len(sec.Records) == 0 {
+			return nil, fmt.Errorf("PKI secrets file %s: no records", file)
+		}
+		for _, r := range sec.Records {
+			if r.NewPassword == "" {
+				return nil, fmt.Errorf("PKI secrets file %s: record %d: no new_mebx_password", file, r.Index)
+			}
+			if pw == "" {
+				pw = setupbin.Password(r.NewPassword)
+			} else if string(pw) != r.NewPassword {
+				return nil, fmt.Errorf("PKI secrets file %s: record %d sets another MEBx password than the first record read: a PKI hello does not say which record a machine took, so the kiosk needs one password for all (write the sticks with provstick setupbin pki --new-password)", file, r.Index)
+			}
+		}
+	}
+	return &provision.PKIOptions{Site: site, Lookup: provision.FixedPassword(pw, nil), Logger: e.log,
+		StepTimeout: stepTimeout, VerifyDelay: verifyDelay,
+		Resolve: func(_ context.Context, j provision.PKIJob) (string, error) {
+			if !j.Peer.Addr().IsValid() {
+				return "", errors.New("no peer address")
+			}
+			return net.JoinHostPort(j.Peer.Addr().Unmap().String(), port), nil
+		}}, nil
+}
+
+// printPKIResult writes the technician's line for a PKI run.
+func printPKIResult(e *env, r provision.PKIResult) {
+	switch r.Outcome {
+	case provision.OutcomeProvisioned:
+		fmt.Fprintf(e.stdout, "provisioned (PKI, admin control mode) %s in %v\n", r.Job.UUID, r.Duration.Round(time.Millisecond))
+	case provision.OutcomeUnknownMachine:
+		fmt.Fprintf(e.stdout, "PKI hello from %s: machine unknown to this kiosk; next: %s\n", r.Job.UUID, provision.PKIAdvice(provision.ClassUnknownMachine))
+	case provision.OutcomeFailed:
+		state := ""
+		if r.AdminSet {
+			state = " (admin control mode set, admin password kept in the store)"
+		}
+		fmt.Fprintf(e.stdout, "failed (PKI) %s%s: %v; next: %s\n", r.Job.UUID, state, r.Failure, provision.PKIAdvice(r.Failure.Class))
+	}
 }
