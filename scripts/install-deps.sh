@@ -30,6 +30,8 @@ declare -A APT=(
 	[grub-efi-amd64-signed]=/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed  # and Debian-signed grub
 	[iproute2]=/usr/sbin/ip                            # kiosk discovery test in network namespaces
 	[tesseract-ocr]=/usr/bin/tesseract                 # reads the technician screen off QEMU screenshots
+	[systemd]=/usr/bin/systemd-analyze                  # the package test verifies the kiosk unit
+	[man-db]=/usr/bin/man
 )
 STATICCHECK_VERSION=v0.8.2                 # staticcheck 2026.2.2, knows Go 1.26
 MESHCENTRAL_VERSION=1.1.55                 # peer for setup.bin interop tests
