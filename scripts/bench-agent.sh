@@ -11,6 +11,11 @@
 #   run:  the agent library's whole run on a stick directory on this disk
 #         (ME simulator over a Unix socket) vs the bare ledger append with
 #         fsync (Go benchmarks, median of COUNT).
+#   activate: the agent's run on a PKI stick with host-based activation to
+#         client control mode vs the same run without it (Go benchmarks,
+#         fresh simulated machine per run); and under TCG, TestVMAgentPKI's
+#         boots: ledger fsync with activation vs without, and the
+#         activation's own time from the ledger line.
 # COUNT (default 5) tunes the Go benchmark; BOOTS=0 skips the VM part.
 # TCG timings depend on load: the load average is printed before and after.
 set -euo pipefail
@@ -22,7 +27,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 echo "bench-agent: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
-go test -run '^$' -bench 'BenchmarkRun|BenchmarkAppendOnly' -benchtime=50x -count "$count" ./initramfs/agent >"$tmp/bench.txt"
+go test -run '^$' -bench 'BenchmarkRun$|BenchmarkAppendOnly|BenchmarkRunActivate|BenchmarkRunPKI' -benchtime=50x -count "$count" ./initramfs/agent >"$tmp/bench.txt"
 median() {
 	grep -E "^$1-[0-9]+ " "$tmp/bench.txt" | awk '{print $3/1e6}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
 }
@@ -32,6 +37,14 @@ awk -v r="$run" -v a="$app" -v c="$count" 'BEGIN {
 	printf "agent run on the host (median of %d x 50)\n", c
 	printf "  %-52s %8.2f ms\n", "agent.Run (manifest, ledger, setup.bin, ME, append)", r
 	printf "  %-52s %8.2f ms\n", "peer: ledger.Append alone (write + 2 fsyncs)", a
+	printf "  %-52s %8.2f\n", "ratio", r / a
+}'
+act=$(median BenchmarkRunActivate)
+pki=$(median BenchmarkRunPKI)
+awk -v r="$act" -v a="$pki" -v c="$count" 'BEGIN {
+	printf "host-based activation on the host (median of %d x 50)\n", c
+	printf "  %-52s %8.2f ms\n", "agent.Run on a PKI stick with activation", r
+	printf "  %-52s %8.2f ms\n", "peer: the same run without activation", a
 	printf "  %-52s %8.2f\n", "ratio", r / a
 }'
 
@@ -47,6 +60,19 @@ if [ "$boots" != 0 ]; then
 		printf "  %-20s ledger fsync %5.1f s (goal 12)  peer ready %5.1f s  ratio %.2f | firmware+loader %5.1f  kernel %4.1f  modules %4.1f  agent init→fsync %4.2f (ME %4.2f, own %4.2f, goal 2)\n",
 			v["boot"], v["qemu_to_fsync"], v["qemu_to_ready"], v["qemu_to_fsync"] / v["qemu_to_ready"],
 			v["firmware_loader"], v["kernel_to_init"], v["modules"], v["agent_init_to_fsync"], v["agent_me"], own
+	}'
+fi
+if [ "$boots" != 0 ]; then
+	go test -count=1 -run '^TestVMAgentPKI$' -v -timeout 30m ./initramfs/agent >"$tmp/vmpki.txt" 2>&1 || {
+		cat "$tmp/vmpki.txt" >&2
+		exit 1
+	}
+	echo "PKI stick boot to ledger under TCG (TestVMAgentPKI, SeaBIOS; s from QEMU start)"
+	grep '^BENCH ' "$tmp/vmpki.txt" | sed 's/^BENCH //' | awk '{
+		for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+		if (v["agent_activate"] > 0) { with = v["qemu_to_fsync"]; act = v["agent_activate"] } else { without = v["qemu_to_fsync"] }
+	} END {
+		printf "  ledger fsync with activation %5.1f s  peer without %5.1f s  ratio %.2f | activation itself %4.2f s\n", with, without, with / without, act
 	}'
 fi
 echo "bench-agent: load after $(cut -d' ' -f1-3 /proc/loadavg)"

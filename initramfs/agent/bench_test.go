@@ -46,3 +46,37 @@ func BenchmarkAppendOnly(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRunActivate is BenchmarkRun on a PKI stick with host-based
+// activation (derived password) before the append, each run on a fresh
+// simulated machine in setup (started outside the timer). Its
+// peer is BenchmarkRunPKI, the same run without activation: the ratio is
+// what activation adds to a boot (Digest-authenticated WS-Man over the
+// LME client plus the AMTHI checks).
+func BenchmarkRunActivate(b *testing.B) { benchRunPKI(b, true) }
+
+// BenchmarkRunPKI: the peer of BenchmarkRunActivate.
+func BenchmarkRunPKI(b *testing.B) { benchRunPKI(b, false) }
+
+func benchRunPKI(b *testing.B, activate bool) {
+	root, ps := pkiStick(b, 3)
+	consume(b, root, 1)
+	initial := pkiMachine(b, ps[0])
+	cfg := config(b, root, "")
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	if activate {
+		cfg.Activate = (&Conf{Activate: &ActivateConf{Mode: ModeClientControl, Password: PasswordDerived, Secret: siteSecret}}).Activation()
+	}
+	for b.Loop() {
+		b.StopTimer()
+		cfg.MEAddress, _ = simulatorLME(b, initial)
+		b.StartTimer()
+		res, err := Run(b.Context(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if a := res.Record.Activation; activate && (a == nil || a.Result != ledger.ActivationActivated) {
+			b.Fatalf("activation %+v", a)
+		}
+	}
+}
