@@ -318,3 +318,36 @@ func TestParseConf(t *testing.T) {
 		t.Errorf("no agent.json: %+v %v", c, err)
 	}
 }
+
+// TestRunActivateRecovery: a power cut after Setup but before the ledger
+// fsync leaves an activated machine and no line. The next boot of the
+// stick on that machine attributes the record (the counter is still one
+// ahead of the ledger), skips activation and says why.
+func TestRunActivateRecovery(t *testing.T) {
+	root, ps := pkiStick(t, 2)
+	consume(t, root, 1)
+	st := pkiMachine(t, ps[0])
+	addr, dev := simulatorLME(t, st)
+	act := (&Conf{Activate: &ActivateConf{Mode: ModeClientControl, Password: PasswordDerived, Secret: siteSecret}}).Activation()
+	// The first boot's activation, its line lost.
+	me := amtsim.NewMEServer(dev, &amtsim.MEOptions{LME: true})
+	defer me.Close()
+	pipe := me.Pipe(t.Context(), nil)
+	pw, _ := act.Password(st.UUID.String())
+	if _, err := hostbased.Activate(t.Context(), pipe, pw, nil); err != nil {
+		t.Fatal(err)
+	}
+	pipe.Close()
+	cfg := config(t, root, addr)
+	cfg.Activate = act
+	res, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Record
+	t.Logf("%s", res.Message)
+	if r.Case != ledger.CaseNormal || r.Record != 1 || r.Activation == nil || r.Activation.Result != ledger.ActivationSkipped ||
+		r.Activation.ControlMode != "client" || res.OK || !strings.Contains(res.Message, "already in client control mode") {
+		t.Errorf("case %s record %d activation %+v ok %v", r.Case, r.Record, r.Activation, res.OK)
+	}
+}

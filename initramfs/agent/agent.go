@@ -3,7 +3,12 @@
 // this machine from setup.bin's consumed counter and the stick's ledger,
 // asks the ME over HECI who the machine is, reads DMI, the NIC MACs and the
 // TPM's endorsement key, appends one line to the ledger (internal/ledger)
-// and tells the technician what happened and what to do.
+// and tells the technician what happened and what to do. When the stick's
+// provstick/agent.json asks for it (Conf, from the recipe's agent
+// section), it first activates AMT in client control mode over HECI
+// (initramfs/hostbased, specs/pki.md §6) and the same line records the
+// outcome (see Activation for the order). A PKI stick's line has kind
+// "pki" and no PID; every line lists the ME's trusted root hashes.
 //
 // The logic here is portable and tested against the ME simulator over a
 // Unix socket with a temporary directory as the stick; the Linux-only parts

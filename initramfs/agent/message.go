@@ -50,6 +50,11 @@ func render(rec *ledger.Record, lg *ledger.Log, h setupbin.Header) (ok bool, msg
 			ok = rec.Case != ledger.CaseMultiple
 			line("%s", head)
 			line("Remove the stick; the machine will say hello to the kiosk.")
+		case state == "post" && act != nil && rec.AMT.ControlMode == "client":
+			actShown = true
+			line("%s", head)
+			line("ATTENTION: AMT is already in client control mode, so it was not activated again: an earlier boot of this stick activated it (and its ledger line was lost, e.g. to a power cut), or someone else did.")
+			line("Nothing was changed. Tell the kiosk operator; the site's admin password for this machine can be computed from its UUID.")
 		case state == "post":
 			line("%s", head)
 			line("PROBLEM: AMT is already provisioned (control mode %s); the record was not needed.", orUnknown(rec.AMT.ControlMode))
