@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -110,11 +111,12 @@ type pkiBench struct {
 }
 
 type pkiBenchOptions struct {
-	specs    []pkiMachineSpec
-	prepare  func(i int, s *amtsim.NetServer)
-	logLevel slog.Level
-	timescal float64 // 0 → 600
-	keys     int     // distinct device keys; 0 → 4
+	specs       []pkiMachineSpec
+	prepare     func(i int, s *amtsim.NetServer)
+	logLevel    slog.Level
+	timescal    float64 // 0 → 600
+	keys        int     // distinct device keys; 0 → 4
+	concurrency int     // PKI workers; 0 → 16
 }
 
 func newPKIBench(t testing.TB, o pkiBenchOptions) *pkiBench {
@@ -157,7 +159,7 @@ func newPKIBench(t testing.TB, o pkiBenchOptions) *pkiBench {
 				}
 				return a, nil
 			}},
-		PKIQueue: provision.PKIQueueOptions{Concurrency: 16, OnResult: func(r provision.PKIResult) { b.results <- r }},
+		PKIQueue: provision.PKIQueueOptions{Concurrency: max(16, o.concurrency), OnResult: func(r provision.PKIResult) { b.results <- r }},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -515,4 +517,52 @@ func TestPKIRefusalMemory(t *testing.T) {
 			t.Errorf("report %s %v", r.Outcome, r.Failure)
 		}
 	}
+}
+
+// BenchmarkProvisionPKI provisions -kiosk.devices simulated PKI machines
+// per iteration through the kiosk (version-3 hello, TLS with the site's
+// provisioning chain, AdminSetup, key, certificate, TLS, commit,
+// verification) and reports devices/s from the moment every machine is
+// listening to the last one provisioned, with the same settings as
+// BenchmarkProvisionSQLite (its PSK peer: run both in one go test).
+func BenchmarkProvisionPKI(b *testing.B) {
+	n := *benchDevices
+	specs := make([]pkiMachineSpec, n)
+	site, _ := sites(b)
+	for i := range specs {
+		specs[i] = pkiMachineSpec{site, "site.example"}
+	}
+	var durs []time.Duration
+	var total time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		b.StartTimer()
+		bn := newPKIBench(b, pkiBenchOptions{specs: specs, logLevel: 12, concurrency: 32, keys: 16, timescal: 60})
+		got := 0
+		deadline := time.After(10 * time.Minute)
+		for got < n {
+			select {
+			case r := <-bn.results:
+				switch r.Outcome {
+				case provision.OutcomeProvisioned:
+					got++
+					durs = append(durs, r.Duration)
+				default:
+					b.Fatalf("machine %s: %s: %v", r.Job.UUID, r.Outcome, r.Failure)
+				}
+			case <-deadline:
+				b.Fatalf("%d of %d provisioned", got, n)
+			}
+		}
+		b.StopTimer()
+		total += time.Since(bn.ready)
+		bn.stop()
+		bn.fleet.Close()
+		b.StartTimer()
+	}
+	slices.Sort(durs)
+	b.ReportMetric(float64(len(durs))/total.Seconds(), "devices/s")
+	b.ReportMetric(float64(durs[len(durs)/2].Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(durs[len(durs)*99/100].Milliseconds()), "p99-ms")
+	b.ReportMetric(0, "ns/op")
 }

@@ -12,14 +12,26 @@
 #        checked by the machine (root hash, validity, OID, suffix);
 #   PSK: TLS-PSK (internal/tlspsk) with the PID/PPS.
 # Also printed: the whole PKI workflow per machine (AdminSetup with signed
-# nonces, key, certificate, TLS, commit, verification). Figures are medians
-# of COUNT runs (the machine may be shared); the load average is printed.
+# nonces, key, certificate, TLS, commit, verification).
+#
+# Then the whole loop through the kiosk (package kiosk), PKI against PSK in
+# one go test process: DEVICES simulated machines (default 200) say hello
+# to kiosk.New with a SQLite store, and devices/s is counted from the
+# moment every machine listens to the last one provisioned (PKI: version-3
+# hello, site chain, AdminSetup, TLS steps, admin password sealed in the
+# store; PSK: BenchmarkProvisionSQLite, the same settings), KCOUNT runs
+# each (default 3).
+#
+# Figures are medians of the runs (the machine may be shared); the load
+# average is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
 
 BENCHTIME=${BENCHTIME:-2s}
 COUNT=${COUNT:-5}
+DEVICES=${DEVICES:-200}
+KCOUNT=${KCOUNT:-3}
 command -v go >/dev/null || { echo "bench-pki: go not found" >&2; exit 1; }
 
 out=$(go test -run '^$' -bench '^Benchmark(PKIHandshake|PSKHandshake|PKIProvision)$' -benchtime "$BENCHTIME" -count "$COUNT" ./kiosk/provision/)
@@ -37,3 +49,14 @@ printf 'PSK handshake (peer): %8.1f devices/s\n' "$psk"
 awk -v a="$pki" -v b="$psk" 'BEGIN { printf "ratio PKI/PSK:        %8.2f\n", a / b }'
 printf 'PKI full workflow:    %8.1f devices/s (one machine after another)\n' "$full"
 figure "PKI handshake (provisioning chain, first WS-Man Get)" "$pki" "PSK handshake, same run" "$psk" "devices/s" higher
+
+kout=$(go test ./kiosk/ -run '^$' -bench '^BenchmarkProvision(PKI|SQLite)$' -benchtime 1x -count "$KCOUNT" -kiosk.devices="$DEVICES" 2>/dev/null)
+echo "$kout" | grep -E '^Benchmark' || true
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)"
+out=$kout
+kpki=$(median BenchmarkProvisionPKI)
+kpsk=$(median BenchmarkProvisionSQLite)
+printf 'kiosk, PKI:           %8.1f devices/s (%s machines)\n' "$kpki" "$DEVICES"
+printf 'kiosk, PSK (peer):    %8.1f devices/s\n' "$kpsk"
+awk -v a="$kpki" -v b="$kpsk" 'BEGIN { printf "ratio PKI/PSK:        %8.2f\n", a / b }'
+figure "kiosk provisioning, PKI to admin control mode ($DEVICES machines)" "$kpki" "kiosk provisioning over TLS-PSK, same run" "$kpsk" "devices/s" higher "≥ 0.5× PSK"
