@@ -22,6 +22,7 @@ import (
 	"github.com/provstick/provstick/internal/amtsim"
 	"github.com/provstick/provstick/internal/stickimage"
 	"github.com/provstick/provstick/internal/vm"
+	"github.com/provstick/provstick/kiosk/web"
 	"github.com/provstick/provstick/setupbin"
 	"github.com/spf13/cobra"
 )
@@ -140,6 +141,21 @@ func runDemo(cmd *cobra.Command, e *env, f *demoFlags) error {
 	if err != nil {
 		return err
 	}
+	// The console's admin password, hashed into the configuration; the
+	// password itself in a 0600 file next to it, as the demo passphrase.
+	webPWBytes := make([]byte, 15)
+	if _, err := rand.Read(webPWBytes); err != nil {
+		return err
+	}
+	webPW := base64.RawURLEncoding.EncodeToString(webPWBytes)
+	webHash, err := web.HashPassword(webPW)
+	if err != nil {
+		return err
+	}
+	webPWFile := filepath.Join(dir, "demo-web-password")
+	if err := os.WriteFile(webPWFile, []byte(webPW+"\n"), 0o600); err != nil {
+		return fmt.Errorf("writing the demo's console password: %w", err)
+	}
 	// The demo's own configuration: a pool next to it, unlocked by a
 	// passphrase file (a real site keeps its passphrase elsewhere), and a
 	// kiosk on loopback answering DNS for the demo suffix.
@@ -158,7 +174,8 @@ kiosk:
   web:
     listen: %s
     hosts: [127.0.0.1, localhost]
-`, helloAddr, dnsAddr, demoSuffix, webAddr)
+    admin_password_hash: '%s'
+`, helloAddr, dnsAddr, demoSuffix, webAddr, webHash)
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return fmt.Errorf("writing the demo configuration: %w", err)
 	}
@@ -273,7 +290,7 @@ kiosk:
 		<-kdone
 		return nil
 	}
-	fmt.Fprintf(out, "The kiosk keeps running (hellos on %s, DNS on %s). Its web console is at https://%s/ (certificate from the kiosk CA; user and password in the kiosk lines above). Ctrl-C stops it.\n", helloAddr, dnsAddr, webAddr)
+	fmt.Fprintf(out, "The kiosk keeps running (hellos on %s, DNS on %s). Its web console is at https://%s/ (certificate from the kiosk CA; user admin, password in %s). Ctrl-C stops it.\n", helloAddr, dnsAddr, webAddr, webPWFile)
 	select {
 	case <-ctx.Done():
 	case <-kdone:

@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/provstick/provstick/internal/atomicfile"
 	"github.com/provstick/provstick/kiosk"
 	"github.com/provstick/provstick/kiosk/provision"
 	"github.com/provstick/provstick/kiosk/reconcile"
@@ -126,10 +129,39 @@ func (c *kioskConsole) start(ctx context.Context, e *env, wc KioskWebConfig, s *
 	c.url = fmt.Sprintf("%s://%s/", scheme, c.ln.Addr())
 	fmt.Fprintf(e.stdout, "kiosk: web console on %s\n", c.url)
 	if pw := c.srv.InitialPassword(); pw != "" {
-		// Shown once, on the operator's terminal; never logged.
-		fmt.Fprintf(e.stdout, "kiosk: no kiosk.web.admin_password_hash set; user %s, password for this run only: %s\n", orDefault(wc.AdminUser, "admin"), pw)
+		user := orDefault(wc.AdminUser, "admin")
+		// Shown once on the operator's terminal. When stdout is not a
+		// terminal (a systemd journal, a pipe) it would end up in a log:
+		// the password goes to a file only its owner can read instead.
+		if isTerminal(e.stdout) {
+			fmt.Fprintf(e.stdout, "kiosk: no kiosk.web.admin_password_hash set; user %s, password for this run only: %s\n", user, pw)
+			return nil
+		}
+		name, err := filepath.Abs(initialPasswordFile)
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(name, []byte(pw+"\n"), 0o600, false); err != nil {
+			return fmt.Errorf("writing the console's one-run password: %w", err)
+		}
+		fmt.Fprintf(e.stdout, "kiosk: no kiosk.web.admin_password_hash set; user %s, password for this run only in %s (mode 0600)\n", user, name)
 	}
 	return nil
+}
+
+// initialPasswordFile receives the console's one-run password when stdout
+// is not a terminal (relative to the working directory, the state
+// directory under systemd).
+const initialPasswordFile = "web-initial-password"
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func orDefault(s, d string) string {
