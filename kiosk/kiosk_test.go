@@ -315,7 +315,7 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}})
 	start := time.Now()
-	b.waitState(all(n), store.StateProvisioned, 45*time.Second)
+	b.waitState(all(n), store.StateProvisioned, 120*time.Second) // bounded; loaded CI machines with -race need more than 45 s (a lost commit answer waits out a 20 s step timeout, then verifies)
 	t.Logf("%d machines provisioned in %v", n, time.Since(start).Round(time.Millisecond))
 	serials := map[string]int{}
 	for i := range n {
