@@ -17,8 +17,8 @@ import (
 	"time"
 
 	wire "github.com/provstick/provstick/internal/hello"
-	khello "github.com/provstick/provstick/kiosk/hello"
 	"github.com/provstick/provstick/internal/soak"
+	khello "github.com/provstick/provstick/kiosk/hello"
 	"github.com/provstick/provstick/kiosk/provision"
 	"github.com/provstick/provstick/kiosk/store/storetest"
 )

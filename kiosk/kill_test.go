@@ -26,8 +26,8 @@ import (
 
 	"github.com/provstick/provstick/internal/amtsim"
 	wire "github.com/provstick/provstick/internal/hello"
-	"github.com/provstick/provstick/kiosk/provision"
 	"github.com/provstick/provstick/internal/soak"
+	"github.com/provstick/provstick/kiosk/provision"
 	"github.com/provstick/provstick/kiosk/store"
 )
 
