@@ -475,7 +475,7 @@ func (k *Kiosk) onPKIHello(r khello.Received) string {
 			Err: fmt.Errorf("the hello lists %d trusted root hashes, none the site root's SHA-256 %x", len(h.RootHashes), pp.root[:8])}
 		k.log.Warn("PKI hello from a machine that does not trust the site root; not connecting", "uuid", j.UUID, "peer", j.Peer.String(),
 			"retry", j.Retry, "advice", provision.PKIAdvice(f.Class))
-		k.pkiReport(provision.PKIResult{Job: j, Outcome: provision.OutcomeFailed, Failure: f})
+		k.pkiReport(provision.PKIResult{Job: j, Outcome: provision.OutcomeFailed, Failure: f}, "")
 		return "refused: " + string(f.Class)
 	}
 	pp.busy[key] = true
@@ -513,17 +513,18 @@ func (pp *pkiPath) rememberLocked(j provision.PKIJob, c provision.Class) {
 // AdminSetup succeeded (the machine is then in admin control mode with it,
 // even if a later step failed), an audit record, the refusal memory.
 func (k *Kiosk) onPKIResult(r provision.PKIResult) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	note := ""
 	if r.AdminSet {
 		a := store.PKIAdmin{UUID: r.Job.UUID, Password: r.AdminPassword, Provisioned: r.Outcome == provision.OutcomeProvisioned}
 		if r.Failure != nil {
 			a.Detail = "AdminSetup done, then: " + r.Failure.Error()
 		}
-		if err := k.o.Store.SavePKIAdmin(ctx, a); err != nil {
-			// The machine holds a password the kiosk no longer knows: say so loudly.
-			k.log.Error("PKI: could not keep the admin password of a machine in admin control mode; unprovision it in the MEBx (or with the password from the MEBx) and let it say hello again",
+		note = "admin control mode set (admin password kept), then "
+		if err := k.savePKIAdmin(a); err != nil {
+			// The machine holds a password the kiosk does not know: say so loudly.
+			k.log.Error("PKI: could not keep the admin password of a machine in admin control mode; unprovision it in the MEBx and let it say hello again",
 				"uuid", r.Job.UUID, "err", err)
+			note = "admin control mode set, admin password NOT kept (store error), then "
 		}
 	}
 	pp := k.pki
@@ -537,22 +538,36 @@ func (k *Kiosk) onPKIResult(r provision.PKIResult) {
 		k.record(store.HelloRecord{At: time.Now(), Peer: r.Job.Peer.String(), UUID: r.Job.UUID, Version: 3, Retry: int(r.Job.Retry),
 			Outcome: "unknown-machine: no stick record known for this UUID"})
 	}
-	k.pkiReport(r)
+	k.pkiReport(r, note)
 }
 
-// pkiReport writes the audit record of a PKI result and calls the
-// caller's OnResult.
-func (k *Kiosk) pkiReport(r provision.PKIResult) {
+// savePKIAdmin keeps the password, trying three times: losing it leaves a
+// machine in admin control mode that nobody can log in to.
+func (k *Kiosk) savePKIAdmin(a store.PKIAdmin) error {
+	var err error
+	for i, wait := range []time.Duration{0, 200 * time.Millisecond, 2 * time.Second} {
+		time.Sleep(wait)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = k.o.Store.SavePKIAdmin(ctx, a)
+		cancel()
+		if err == nil || errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrLocked) {
+			return err
+		}
+		k.log.Warn("PKI: keeping the admin password failed, trying again", "uuid", a.UUID, "attempt", i+1, "err", err)
+	}
+	return err
+}
+
+// pkiReport writes the audit record of a PKI result (note, when the
+// run failed, says what it did before) and calls the caller's OnResult.
+func (k *Kiosk) pkiReport(r provision.PKIResult, note string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ar := store.AuditRecord{Actor: "kiosk", Action: "provision.pki", UUID: r.Job.UUID, Outcome: "ok",
 		Detail: fmt.Sprintf("admin control mode, kiosk-signed certificate, %v", r.Duration.Round(time.Millisecond))}
 	if r.Failure != nil {
 		ar.Outcome = "failed: " + string(r.Failure.Class)
-		ar.Detail = r.Failure.Error() + "; next: " + provision.PKIAdvice(r.Failure.Class)
-		if r.AdminSet {
-			ar.Detail = "admin control mode set (admin password kept), then " + ar.Detail
-		}
+		ar.Detail = note + r.Failure.Error() + "; next: " + provision.PKIAdvice(r.Failure.Class)
 	}
 	if err := k.o.Store.Audit(ctx, ar); err != nil {
 		k.log.Error("writing the audit log", "uuid", r.Job.UUID, "err", err)

@@ -407,6 +407,9 @@ func TestPKIKiosk(t *testing.T) {
 		!strings.Contains(o, provision.PKIAdvice(provision.ClassPKIUntrustedRoot)) {
 		t.Errorf("wrong root audit: %q", o)
 	}
+	if o := outcomes[b.uuids[commitFails]]; !strings.HasPrefix(o, "failed: "+string(provision.ClassFlashLimit)+" | admin control mode set (admin password kept), then step 11") {
+		t.Errorf("commit fails audit: %q", o)
+	}
 	if o := outcomes[b.uuids[0]]; !strings.HasPrefix(o, "ok | admin control mode") {
 		t.Errorf("provisioned audit: %q", o)
 	}
