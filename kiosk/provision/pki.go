@@ -480,26 +480,11 @@ func (r *pkiRun) readState(ctx context.Context) error {
 }
 
 // Step 2.
-func (r *pkiRun) time(ctx context.Context) error {
-	tm1 := time.Now()
-	ta0, err := r.c.GetLowAccuracyTimeSynch(ctx)
-	if err != nil {
-		return fmt.Errorf("GetLowAccuracyTimeSynch: %w", err)
-	}
-	if err := r.c.SetHighAccuracyTimeSynch(ctx, ta0, tm1, time.Now()); err != nil {
-		return fmt.Errorf("SetHighAccuracyTimeSynch: %w", err)
-	}
-	return nil
-}
+func (r *pkiRun) time(ctx context.Context) error { return syncTime(ctx, r.c) }
 
 // Step 9 while in setup: the stick's MEBx password is on a plaintext
 // stick, so it becomes the generated one (as on the PSK path).
-func (r *pkiRun) mebx(ctx context.Context) error {
-	if err := r.c.SetMEBxPassword(ctx, wsman.Secret(r.password.Reveal())); err != nil {
-		return fmt.Errorf("SetMEBxPassword: %w", err)
-	}
-	return nil
-}
+func (r *pkiRun) mebx(ctx context.Context) error { return setMEBx(ctx, r.c, r.password) }
 
 // Step 7 on the PKI path: the chain, then AdminSetup with the signed
 // nonces; afterwards the Digest password is the new admin password.
@@ -565,13 +550,9 @@ func (r *pkiRun) keyStep(ctx context.Context) error {
 
 // Step 4: the kiosk CA signs the device key.
 func (r *pkiRun) certStep(ctx context.Context) error {
-	var kp keyPair
-	if err := r.c.Get(ctx, wsman.URIPublicPrivateKeyPair, r.key.Selectors, &kp); err != nil {
-		return fmt.Errorf("reading AMT_PublicPrivateKeyPair: %w", err)
-	}
-	pub, err := x509.ParsePKCS1PublicKey(kp.DERKey)
+	pub, err := devicePublicKey(ctx, r.c, r.key)
 	if err != nil {
-		return fmt.Errorf("device public key: %w", err)
+		return err
 	}
 	der, err := r.p.o.CA.Sign(pub, ca.Device{UUID: r.j.UUID})
 	if err != nil {
@@ -587,24 +568,12 @@ func (r *pkiRun) certStep(ctx context.Context) error {
 
 // Step 5.
 func (r *pkiRun) bind(ctx context.Context) error {
-	if _, err := r.c.CreateTLSCredentialContext(ctx, r.cert); err != nil && !errors.Is(err, wsman.ErrAlreadyExists) {
-		return fmt.Errorf("creating AMT_TLSCredentialContext: %w", err)
-	}
-	return nil
+	_, err := bindCert(ctx, r.c, r.cert)
+	return err
 }
 
 // Step 6.
-func (r *pkiRun) enableTLS(ctx context.Context) error {
-	ts, err := r.c.GetTLSSettingData(ctx, wsman.TLSSettingsNetwork)
-	if err != nil {
-		return fmt.Errorf("reading AMT_TLSSettingData: %w", err)
-	}
-	ts.Enabled, ts.MutualAuthentication = true, false
-	if _, err := r.c.PutTLSSettingData(ctx, ts); err != nil {
-		return fmt.Errorf("writing AMT_TLSSettingData: %w", err)
-	}
-	return nil
-}
+func (r *pkiRun) enableTLS(ctx context.Context) error { return enableTLS(ctx, r.c) }
 
 // Step 11: post-provisioning, the commit applies the TLS settings.
 func (r *pkiRun) commit(ctx context.Context) error {

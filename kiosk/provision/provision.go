@@ -712,17 +712,7 @@ func (r *run) saveStep(ctx context.Context, step int, note string) error {
 }
 
 // Step 2 (idempotent).
-func (r *run) time(ctx context.Context) error {
-	tm1 := time.Now()
-	ta0, err := r.c.GetLowAccuracyTimeSynch(ctx)
-	if err != nil {
-		return fmt.Errorf("GetLowAccuracyTimeSynch: %w", err)
-	}
-	if err := r.c.SetHighAccuracyTimeSynch(ctx, ta0, tm1, time.Now()); err != nil {
-		return fmt.Errorf("SetHighAccuracyTimeSynch: %w", err)
-	}
-	return nil
-}
+func (r *run) time(ctx context.Context) error { return syncTime(ctx, r.c) }
 
 type keyPair struct {
 	InstanceID string       `xml:"InstanceID"`
@@ -754,15 +744,7 @@ func (r *run) key(ctx context.Context) error {
 
 // devicePublicKey reads the public half of the device key.
 func (r *run) devicePublicKey(ctx context.Context) (*rsa.PublicKey, error) {
-	var kp keyPair
-	if err := r.c.Get(ctx, wsman.URIPublicPrivateKeyPair, r.pr.Key.Selectors, &kp); err != nil {
-		return nil, fmt.Errorf("reading AMT_PublicPrivateKeyPair: %w", err)
-	}
-	pub, err := x509.ParsePKCS1PublicKey(kp.DERKey)
-	if err != nil {
-		return nil, fmt.Errorf("device public key: %w", err)
-	}
-	return pub, nil
+	return devicePublicKey(ctx, r.c, r.pr.Key)
 }
 
 type deviceCert struct {
@@ -805,33 +787,20 @@ func (r *run) cert(ctx context.Context) error {
 
 // Step 5.
 func (r *run) bind(ctx context.Context) error {
-	_, err := r.c.CreateTLSCredentialContext(ctx, r.pr.Cert)
-	note := "step 5: certificate bound to TLS"
-	if errors.Is(err, wsman.ErrAlreadyExists) {
-		err, note = nil, "step 5: TLS credential context exists already"
-	}
+	existed, err := bindCert(ctx, r.c, r.pr.Cert)
 	if err != nil {
-		return fmt.Errorf("creating AMT_TLSCredentialContext: %w", err)
+		return err
+	}
+	note := "step 5: certificate bound to TLS"
+	if existed {
+		note = "step 5: TLS credential context exists already"
 	}
 	r.pr.Bound = true
 	return r.saveStep(ctx, StepBind, note)
 }
 
 // Step 6 (read, then write only if needed).
-func (r *run) enableTLS(ctx context.Context) error {
-	ts, err := r.c.GetTLSSettingData(ctx, wsman.TLSSettingsNetwork)
-	if err != nil {
-		return fmt.Errorf("reading AMT_TLSSettingData: %w", err)
-	}
-	if ts.Enabled && !ts.MutualAuthentication {
-		return nil
-	}
-	ts.Enabled, ts.MutualAuthentication = true, false
-	if _, err := r.c.PutTLSSettingData(ctx, ts); err != nil {
-		return fmt.Errorf("writing AMT_TLSSettingData: %w", err)
-	}
-	return nil
-}
+func (r *run) enableTLS(ctx context.Context) error { return enableTLS(ctx, r.c) }
 
 // Step 7 (idempotent: the same user and password every time).
 func (r *run) admin(ctx context.Context) error {
@@ -848,12 +817,7 @@ func (r *run) admin(ctx context.Context) error {
 // Step 9 (idempotent). The MEBx password becomes the generated password
 // too: the record's password is on a plaintext stick, so it must not keep
 // opening the MEBx; one per-machine secret, stored encrypted, covers both.
-func (r *run) mebx(ctx context.Context) error {
-	if err := r.c.SetMEBxPassword(ctx, wsman.Secret(r.password.Reveal())); err != nil {
-		return fmt.Errorf("SetMEBxPassword: %w", err)
-	}
-	return nil
-}
+func (r *run) mebx(ctx context.Context) error { return setMEBx(ctx, r.c, r.password) }
 
 // Step 11: mark the commit as sent before sending it.
 func (r *run) commit(ctx context.Context) error {
