@@ -52,6 +52,7 @@ import (
 	"github.com/provstick/provstick/kiosk/netsvc"
 	"github.com/provstick/provstick/kiosk/provision"
 	"github.com/provstick/provstick/kiosk/store"
+	"github.com/provstick/provstick/setupbin"
 )
 
 // Options configure a Kiosk.
@@ -410,6 +411,15 @@ func (k *Kiosk) newPKI(po provision.PKIOptions, qo provision.PKIQueueOptions) (*
 	po.CA = k.ca
 	if po.Logger == nil {
 		po.Logger = k.log
+	}
+	// The password is sealed in the store before AdminSetup is sent, so
+	// that a kiosk killed mid-run never leaves a machine in admin control
+	// mode with a password nobody has (the run's end saves it again with
+	// its outcome).
+	if po.BeforeAdminSetup == nil {
+		po.BeforeAdminSetup = func(_ context.Context, uuid string, pw setupbin.Password) error {
+			return k.savePKIAdmin(store.PKIAdmin{UUID: uuid, Password: pw, Detail: "AdminSetup sent; the run's outcome is not known yet"})
+		}
 	}
 	p, err := provision.NewPKI(po)
 	if err != nil {

@@ -110,6 +110,12 @@ type PKIOptions struct {
 	Rand io.Reader
 	// Now is the kiosk clock for the local checks; nil → time.Now.
 	Now func() time.Time
+	// BeforeAdminSetup, if set, is given the admin password just before
+	// AdminSetup is sent, so that the caller keeps it (sealed) first: a
+	// kiosk that dies after the machine took the password but before the
+	// run ends must not leave a machine in admin control mode whose
+	// password nobody knows. An error stops the run before AdminSetup.
+	BeforeAdminSetup func(ctx context.Context, uuid string, password setupbin.Password) error
 }
 
 // PKIResult is what one run did.
@@ -525,6 +531,11 @@ func (r *pkiRun) adminSetup(ctx context.Context) error {
 		HTTPClient: &http.Client{Transport: r.tr}})
 	if err != nil {
 		return &Failure{Class: ClassKiosk, Err: err}
+	}
+	if hook := r.p.o.BeforeAdminSetup; hook != nil {
+		if err := hook(ctx, r.j.UUID, r.password); err != nil {
+			return &Failure{Class: ClassKiosk, Step: StepAdmin, Err: fmt.Errorf("keeping the admin password before AdminSetup: %w", err)}
+		}
 	}
 	if err := quiet.Invoke(ctx, URIHostBasedSetupService, "AdminSetup", nil, in, nil); err != nil {
 		return hbsErr("AdminSetup", err)

@@ -291,3 +291,37 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// The admin password reaches BeforeAdminSetup before the machine gets it
+// (a kiosk killed mid-run must have kept it), and a hook that cannot keep
+// it stops the run before AdminSetup: the machine stays in setup.
+func TestPKIBeforeAdminSetup(t *testing.T) {
+	pkiFixtures(t)
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ns, addr, j := pkiMachine(t, pkiFix.site, "site.example", log)
+	p := pkiProvisioner(t, pkiFix.site, addr, log)
+	p.o.BeforeAdminSetup = func(context.Context, string, setupbin.Password) error { return errors.New("store is down") }
+	res := p.Provision(t.Context(), j)
+	if res.Outcome != OutcomeFailed || res.AdminSet || res.Failure.Class != ClassKiosk {
+		t.Fatalf("with a failing hook: outcome %s, admin set %v, failure %v", res.Outcome, res.AdminSet, res.Failure)
+	}
+	if st := ns.Device().State(); st.ControlMode == amthi.ControlAdmin {
+		t.Fatal("AdminSetup was sent although the password could not be kept")
+	}
+	var kept setupbin.Password
+	var keptState amthi.ControlMode
+	p.o.BeforeAdminSetup = func(_ context.Context, uuid string, pw setupbin.Password) error {
+		if uuid != j.UUID {
+			t.Errorf("hook for %s, want %s", uuid, j.UUID)
+		}
+		kept, keptState = pw, ns.Device().State().ControlMode
+		return nil
+	}
+	res = p.Provision(t.Context(), j)
+	if res.Outcome != OutcomeProvisioned {
+		t.Fatalf("outcome %s: %v", res.Outcome, res.Failure)
+	}
+	if kept == "" || kept != res.AdminPassword || keptState == amthi.ControlAdmin {
+		t.Errorf("hook saw password %v (same as the result's: %v) while the machine was in control mode %v", kept != "", kept == res.AdminPassword, keptState)
+	}
+}

@@ -36,7 +36,7 @@ type PKIAdmin struct {
 	Provisioned bool
 	// Detail says how the run ended (no secrets), e.g. the failure.
 	Detail    string
-	Runs      int // runs that set the password (normally 1)
+	Runs      int // times it was saved (the kiosk saves before AdminSetup and again at the run's end)
 	UpdatedAt time.Time
 }
 
