@@ -249,7 +249,7 @@ func (l *Listener) account(r Received) {
 		l.log.Warn("malformed hello", "peer", r.Peer.String(), "err", r.Err)
 	case r.Hello.Version == wire.VersionPKI:
 		l.pki.Add(1)
-		l.log.Info("PKI hello (the PKI path is not implemented yet)", "peer", r.Peer.String(), "uuid", r.Hello.UUID.String(),
+		l.log.Debug("PKI hello", "peer", r.Peer.String(), "uuid", r.Hello.UUID.String(),
 			"retry", r.Hello.RetryCount, "root_hashes", len(r.Hello.RootHashes))
 	default:
 		l.psk.Add(1)

@@ -223,6 +223,12 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 	console := newKioskConsole(kc.Web)
 	if console != nil {
 		o.Provision.OnResult = console.countResults(o.Provision.OnResult)
+		if next := o.PKIQueue.OnResult; next != nil {
+			o.PKIQueue.OnResult = func(r provision.PKIResult) {
+				console.count("pki-" + string(r.Outcome))
+				next(r)
+			}
+		}
 	}
 
 	s, err := openStore(ctx, e, &f.store, true)

@@ -79,13 +79,18 @@ type kioskConsole struct {
 // dashboard and /metrics.
 func (c *kioskConsole) countResults(next func(provision.Result)) func(provision.Result) {
 	return func(r provision.Result) {
-		c.mu.Lock()
-		c.results[string(r.Outcome)]++
-		c.mu.Unlock()
+		c.count(string(r.Outcome))
 		if next != nil {
 			next(r)
 		}
 	}
+}
+
+// count adds one finished run with this outcome ("pki-…" for PKI runs).
+func (c *kioskConsole) count(outcome string) {
+	c.mu.Lock()
+	c.results[outcome]++
+	c.mu.Unlock()
 }
 
 // newKioskConsole prepares the console (nil when kiosk.web.listen is "");
