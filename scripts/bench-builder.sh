@@ -57,6 +57,9 @@ awk -v of="$ours_full" -v on="$ours_nohash" -v ob="$ours_bare" -v sh="$shell" -v
 	printf "  %-52s %8.3f s\n", "truncate+sfdisk+mkfs.fat+mmd+mcopy (no fsync/hash)", sh
 	printf "  target: provstick <= 0.5x the pipeline on equal terms (no fsync, no hash)\n"
 }'
+. scripts/bench-lib.sh
+figure "build 256 MiB, 1,000 records, no fsync/hash (as the pipeline)" "$ours_bare" "truncate+sfdisk+mkfs.fat+mcopy" "$shell" s lower "≤ 0.5× the pipeline"
+figure "build as provstick build does (fsync + image SHA-256)" "$ours_full" "truncate+sfdisk+mkfs.fat+mcopy (no fsync/hash)" "$shell" s lower
 
 # --- write ---
 go build -o "$tmp/provstick" ./cmd/provstick
@@ -94,6 +97,7 @@ compare_write() {
 		printf "  provstick/dd throughput: %.0f%% best, %.0f%% median (target >= 90%%)\n", 100 * db / ob, 100 * dm / om
 		printf "  (provstick start-up alone, write --help: %.3f s; verify pass, O_DIRECT read + SHA-256: %s s)\n", su, v
 	}'
+	figure "provstick write to $label, whole process (median)" "$om" "dd bs=4M oflag=direct conv=fsync" "$dm" s lower "≥ 90% of dd's throughput"
 }
 
 compare_write "$tmp/t.img" "a file on disk"
@@ -111,6 +115,7 @@ for t in file loop; do
 		printf "  %-44s %7.3f s %5.0f MiB/s\n", "dd bs=4M oflag=direct conv=fsync", d, 256 / d
 		printf "  provstick/dd throughput: %.0f%% (target >= 90%%)\n", 100 * d / o
 	}'
+	figure "builder.Write to $t, in-process (median)" "$o" "dd bs=4M oflag=direct conv=fsync" "$d" s lower "≥ 90% of dd's throughput"
 done
 
 if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null; then

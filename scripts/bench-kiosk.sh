@@ -53,3 +53,8 @@ awk -v load="$load" -v n="$n" -v s="$s" -v s50="$s50" -v s99="$s99" -v p="$p" -v
 	printf "kiosk capacity with remote senders on %d cores: %.0f hellos/s (plain loop: %.0f)\n", cores, cores * 1e6 / hsc, cores * 1e6 / hpc
 	printf "load average at the end: %s\n", load
 }'
+. scripts/bench-lib.sh
+figure "$n machines provisioned, SQLite" "$s" "bare simulator exchange, one at a time" "$q" devices/s higher "≥ 50/s"
+figure "$n machines provisioned, PostgreSQL" "$p" "bare simulator exchange, one at a time" "$q" devices/s higher
+figure "hellos over TCP, parsed and recorded" "$h" "plain accept loop" "$hp" hellos/s higher "≥ 20,000/s"
+figure "kiosk CPU per hello, senders in another process" "$hsc" "plain accept loop" "$hpc" "µs CPU/hello" lower
