@@ -8,7 +8,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 raw=bench/raw
 mkdir -p "$raw"
-rm -f "$raw"/*.txt "$raw"/*.status
+# Without BENCH_ONLY every output is made anew; with it, the other
+# scripts' outputs from an earlier run stay and go into the report too.
+[ -z "${BENCH_ONLY:-}" ] && rm -f "$raw"/*.txt "$raw"/*.status
 status=0
 for s in scripts/bench-*.sh; do
 	name=$(basename "$s" .sh)
