@@ -1,22 +1,28 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"os"
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/provstick/provstick/internal/vm"
 )
 
 // machineInfo describes where the figures were measured.
 type machineInfo struct {
-	CPU, Kernel, Memory, Load, Go string
-	Cores                         int
+	CPU, Kernel, Memory, Load, Go, QEMU string
+	Cores                               int
 }
 
 func machine() machineInfo {
-	m := machineInfo{Cores: runtime.NumCPU(), Go: runtime.Version()}
+	m := machineInfo{Cores: runtime.NumCPU(), Go: runtime.Version(), QEMU: "TCG only: /dev/kvm is missing or does not run guests (boot figures are TCG)"}
+	if vm.Probe(context.Background(), "qemu-system-x86_64") == "kvm" {
+		m.QEMU = "KVM works (boot figures as the scripts say)"
+	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
@@ -67,8 +73,8 @@ func report(areas []area, m machineInfo, now time.Time) string {
 	fmt.Fprintf(&b, "# provstick benchmark report\n\n")
 	fmt.Fprintf(&b, "Measured on %s by `make bench`; every figure is next to its peer measured in the same run.\n\n", now.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "| machine | |\n|---|---|\n")
-	fmt.Fprintf(&b, "| CPU | %s |\n| cores | %d |\n| memory | %s |\n| kernel | %s |\n| Go | %s |\n| load average when the report was written | %s |\n\n",
-		mdEscape(m.CPU), m.Cores, m.Memory, m.Kernel, m.Go, m.Load)
+	fmt.Fprintf(&b, "| CPU | %s |\n| cores | %d |\n| memory | %s |\n| kernel | %s |\n| Go | %s |\n| load average when the report was written | %s |\n| QEMU acceleration | %s |\n\n",
+		mdEscape(m.CPU), m.Cores, m.Memory, m.Kernel, m.Go, m.Load, m.QEMU)
 	fmt.Fprintf(&b, "\"×\" is how many times better ours is than the peer (above 1: ours is better), whichever way the unit runs.\n\n")
 	var failed []string
 	for _, a := range areas {
