@@ -71,7 +71,7 @@ func mdEscape(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
 func report(areas []area, m machineInfo, now time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# provstick benchmark report\n\n")
-	fmt.Fprintf(&b, "Measured on %s by `make bench`; every figure is next to its peer measured in the same run.\n\n", now.UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(&b, "Written on %s by `make bench`; every figure is next to its peer measured in the same run, and each script's output (below its table) gives the load average it ran at.\n\n", now.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "| machine | |\n|---|---|\n")
 	fmt.Fprintf(&b, "| CPU | %s |\n| cores | %d |\n| memory | %s |\n| kernel | %s |\n| Go | %s |\n| load average when the report was written | %s |\n| QEMU acceleration | %s |\n\n",
 		mdEscape(m.CPU), m.Cores, m.Memory, m.Kernel, m.Go, m.Load, m.QEMU)
