@@ -26,7 +26,7 @@ func chart(path, title string, figs []Figure) error {
 			continue
 		}
 		vals = append(vals, math.Log10(v))
-		names = append(names, fmt.Sprintf("%s\n(%s)", shorten(f.Name, 28), f.Peer))
+		names = append(names, fmt.Sprintf("%s\n%s\nvs %s", shorten(f.Name, 24), shorten(tail(f.Name, 24), 24), shorten(f.Peer, 22)))
 	}
 	if len(vals) == 0 {
 		return nil
@@ -45,8 +45,17 @@ func chart(path, title string, figs []Figure) error {
 		lo, hi = math.Min(lo, v), math.Max(hi, v)
 	}
 	p.Y.Min, p.Y.Max = math.Floor(lo*2)/2-0.2, math.Ceil(hi*2)/2+0.2
-	w := vg.Length(max(4, len(vals))) * vg.Centimeter * 2.6
+	w := vg.Length(max(3, len(vals))) * vg.Centimeter * 4.6
 	return p.Save(w, 10*vg.Centimeter, path)
+}
+
+// tail is what shorten(s, n) left out (for a second label line).
+func tail(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n-1 {
+		return ""
+	}
+	return string(r[n-1:])
 }
 
 func shorten(s string, n int) string {
@@ -64,9 +73,7 @@ func (timesTicks) Ticks(lo, hi float64) []plot.Tick {
 	var ts []plot.Tick
 	for v := math.Ceil(lo*2) / 2; v <= hi; v += 0.5 {
 		t := plot.Tick{Value: v}
-		if v == math.Trunc(v) {
-			t.Label = strconv.FormatFloat(math.Pow(10, v), 'g', -1, 64) + "×"
-		}
+		t.Label = strconv.FormatFloat(math.Pow(10, v), 'g', 1, 64) + "×"
 		ts = append(ts, t)
 	}
 	return ts
