@@ -138,6 +138,10 @@ func TestKillLoop(t *testing.T) {
 		t.Logf("kill %d: %d of %d provisioned, %d under way", i+1, provisioned(), n, len(busy))
 	}
 	cmd := start()
+	// Up before the SIGTERM below: when every machine was provisioned
+	// before this run (more kills, make soak), a signal that arrives before
+	// the child's handler is installed kills it instead of stopping it.
+	listening()
 	defer func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
