@@ -70,7 +70,7 @@ type WriteOptions struct {
 	Force     bool // write even when Target.Check refuses
 	NoVerify  bool // skip the read-back
 	BlockSize int  // bytes per write; 0 means 4 MiB
-	Depth     int  // writes kept outstanding per target; 0 means 4
+	Depth     int  // writes kept outstanding per target; 0: 1 for a block device, 4 for a file
 	// Progress, if set, is called from the writing goroutines (one per
 	// target) after each block; it must be safe for concurrent use.
 	Progress func(Progress)
@@ -99,9 +99,6 @@ func Write(ctx context.Context, image string, targets []string, opts *WriteOptio
 	}
 	if o.BlockSize <= 0 {
 		o.BlockSize = 4 << 20
-	}
-	if o.Depth <= 0 {
-		o.Depth = writeDepth
 	}
 	if o.Depth > 64 {
 		return nil, fmt.Errorf("writing %s: %d outstanding writes is more than 64", image, o.Depth)
@@ -184,7 +181,7 @@ func writeOne(ctx context.Context, src *os.File, size int64, target string, want
 		preallocate(dst, size)
 	}
 	// A reader fills buffers from the image while several writers keep
-	// writeDepth writes outstanding: a USB stick, a loop device or a
+	// depth writes outstanding: a USB stick, a loop device or a
 	// file's filesystem then has the next block queued when one ends.
 	type block struct {
 		buf []byte
@@ -192,6 +189,12 @@ func writeOne(ctx context.Context, src *os.File, size int64, target string, want
 		n   int
 	}
 	depth := o.Depth
+	if depth <= 0 {
+		depth = fileWriteDepth
+		if tg.isDevice() {
+			depth = deviceWriteDepth
+		}
+	}
 	free := make(chan []byte, depth+1)
 	for range depth + 1 {
 		free <- alignedBuffer(o.BlockSize)
@@ -292,8 +295,15 @@ func writeOne(ctx context.Context, src *os.File, size int64, target string, want
 	return nil
 }
 
-// writeDepth is how many writes Write keeps outstanding per target.
-const writeDepth = 4
+// How many writes Write keeps outstanding per target by default. A block
+// device (loop device, USB stick) took one 4 MiB write at a time faster
+// than four, as dd does it (whole-process runs here: 0.26–0.28 s against
+// 0.31–0.36 s for 256 MiB to a loop device); a file on a filesystem gains
+// a little from several.
+const (
+	deviceWriteDepth = 1
+	fileWriteDepth   = 4
+)
 
 func (t *Target) isDevice() bool { return t != nil && t.Device }
 

@@ -77,7 +77,7 @@ The store records each stick as built and, once verified, written.`,
 	fl.BoolVar(&f.force, "force", false, "write even to mounted, non-removable or too small devices")
 	fl.BoolVar(&f.noVerify, "no-verify", false, "skip reading the devices back")
 	fl.IntVar(&f.blockSize, "block-size", 4<<20, "bytes per write (a multiple of 4096)")
-	fl.IntVar(&f.depth, "queue-depth", 4, "writes kept outstanding per device (1 to 64)")
+	fl.IntVar(&f.depth, "queue-depth", 0, "writes kept outstanding per target, 1 to 64 (default: 1 for a block device, as dd, 4 for a file)")
 	fl.IntVar(&f.recordsPerStick, "records-per-stick", 0, "factory line: build each device's own stick with N records drawn from the pool")
 	fl.StringVar(&f.stickPrefix, "stick-prefix", "", "factory line: sticks are labelled PREFIX-0001, PREFIX-0002, … (next free in the store)")
 	fl.StringVar(&f.recipe, "recipe", "default", "factory line: recipe `file` or name in ./images")
