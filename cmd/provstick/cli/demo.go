@@ -394,7 +394,32 @@ func demoBoot(ctx context.Context, e *env, f *demoFlags, dir, img, cfgFile strin
 	if err != nil {
 		return m, err
 	}
+	// Progress until the agent speaks: firmware, boot loader and kernel
+	// print nothing here for several seconds under TCG.
+	booted := make(chan struct{})
+	go func() {
+		start := time.Now()
+		t := time.NewTicker(3 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-booted:
+				return
+			case <-t.C:
+				mu.Lock()
+				if !agent {
+					fmt.Fprintf(out, "   machine %d: %s %2.0f s (firmware, boot loader, kernel)\n", n, demoBar(time.Since(start), 15*time.Second), time.Since(start).Seconds())
+				}
+				done := agent
+				mu.Unlock()
+				if done {
+					return
+				}
+			}
+		}
+	}()
 	ledgerAt, err := mach.WaitFor(bctx, "provstick: ledger: line")
+	close(booted)
 	if err != nil {
 		mach.Kill()
 		return m, fmt.Errorf("machine %d: the agent wrote no ledger line: %w (console in %s)", n, err, logf.Name())
@@ -406,6 +431,14 @@ func demoBoot(ctx context.Context, e *env, f *demoFlags, dir, img, cfgFile strin
 	}
 	fmt.Fprintf(out, "   machine %d: ledger written %.1f s after power-on, powered off after %.1f s\n", n, ledgerAt.Seconds(), total.Seconds())
 	return m, nil
+}
+
+// demoBar draws a progress bar of done against an expected duration (full
+// at or past it).
+func demoBar(done, expected time.Duration) string {
+	const width = 20
+	k := min(width, int(float64(width)*done.Seconds()/expected.Seconds()))
+	return "[" + strings.Repeat("#", k) + strings.Repeat(" ", width-k) + "]"
 }
 
 // demoNextRecord reads the record the BIOS will take next from the stick
