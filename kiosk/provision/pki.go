@@ -598,52 +598,6 @@ func (r *pkiRun) commit(ctx context.Context) error {
 // certificate this run added and the new admin password.
 func (r *pkiRun) verify(ctx context.Context) error {
 	o := r.p.o
-	ctx, cancel := context.WithTimeout(ctx, o.VerifyTimeout)
-	defer cancel()
-	want := r.certDER
-	cfg := &tls.Config{
-		InsecureSkipVerify: true, // verified below: chain to the kiosk CA, CN = UUID
-		MinVersion:         tls.VersionTLS10,
-		CipherSuites:       PKICipherSuites,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 {
-				return errors.New("no certificate")
-			}
-			if _, err := o.CA.Verify(raw[0], r.j.UUID); err != nil {
-				return err
-			}
-			if !bytes.Equal(raw[0], want) {
-				return errors.New("the device presents a kiosk-signed certificate other than the one this run added")
-			}
-			return nil
-		},
-	}
-	tr := &http.Transport{TLSClientConfig: cfg, DisableCompression: true}
-	defer tr.CloseIdleConnections()
-	c, err := wsman.NewClient(wsman.Options{Endpoint: "https://" + r.addr + "/wsman", Password: wsman.Secret(r.password.Reveal()),
-		HTTPClient: &http.Client{Transport: tr}, Logger: r.log})
-	if err != nil {
-		return err
-	}
-	backoff := 50 * time.Millisecond
-	for {
-		sctx, scancel := context.WithTimeout(ctx, o.StepTimeout)
-		sc, err := c.GetSetupAndConfigurationService(sctx)
-		scancel()
-		if err == nil {
-			if sc.ProvisioningState != wsman.StatePost {
-				return fmt.Errorf("after commit the device reports %v", sc.ProvisioningState)
-			}
-			return nil
-		}
-		if errors.Is(err, wsman.ErrUnauthorized) || ctx.Err() != nil || Classify(StepVerify, err).Class != ClassUnreachable {
-			return fmt.Errorf("reconnecting over TLS: %w", err)
-		}
-		select {
-		case <-time.After(backoff):
-			backoff = min(2*backoff, 2*time.Second)
-		case <-ctx.Done():
-			return fmt.Errorf("reconnecting over TLS: %w", err)
-		}
-	}
+	return reconnectTLS(ctx, tlsCheck{CA: o.CA, UUID: r.j.UUID, Addr: r.addr, Password: r.password, Want: r.certDER,
+		Legacy: true, VerifyTimeout: o.VerifyTimeout, StepTimeout: o.StepTimeout, Log: r.log}, nil)
 }

@@ -35,7 +35,6 @@ package provision
 import (
 	"context"
 	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -843,54 +842,9 @@ func (r *run) commit(ctx context.Context) error {
 // the certificate is the one this run signed for this machine, and logs in
 // with the new admin password.
 func (r *run) verify(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, r.p.o.VerifyTimeout)
-	defer cancel()
-	want := r.pr.CertDER
-	cfg := &tls.Config{
-		InsecureSkipVerify: true, // verified below: chain to the kiosk CA, CN = UUID; AMT's address is not in the certificate
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 {
-				return errors.New("no certificate")
-			}
-			if _, err := r.p.o.CA.Verify(raw[0], r.j.UUID); err != nil {
-				return err
-			}
-			if want != nil && string(raw[0]) != string(want) {
-				return errors.New("the device presents a kiosk-signed certificate other than the one this kiosk added")
-			}
-			return nil
-		},
-	}
-	tr := &http.Transport{TLSClientConfig: cfg, DisableCompression: true}
-	defer tr.CloseIdleConnections()
-	c, err := wsman.NewClient(wsman.Options{Endpoint: "https://" + r.addr + "/wsman", Password: wsman.Secret(r.password.Reveal()),
-		HTTPClient: &http.Client{Transport: tr}, Logger: r.log})
-	if err != nil {
-		return err
-	}
-	backoff := 100 * time.Millisecond
-	for {
-		sctx, scancel := context.WithTimeout(ctx, r.p.o.StepTimeout)
-		sc, err := c.GetSetupAndConfigurationService(sctx)
-		scancel()
-		if err == nil {
-			if sc.ProvisioningState != wsman.StatePost {
-				return fmt.Errorf("after commit the device reports %v", sc.ProvisioningState)
-			}
-			r.readAudit(ctx, c)
-			return nil
-		}
-		if errors.Is(err, wsman.ErrUnauthorized) || ctx.Err() != nil || Classify(StepVerify, err).Class != ClassUnreachable {
-			return fmt.Errorf("reconnecting over TLS: %w", err)
-		}
-		// AMT is restarting its network stack: try again shortly.
-		select {
-		case <-time.After(backoff):
-			backoff = min(2*backoff, 2*time.Second)
-		case <-ctx.Done():
-			return fmt.Errorf("reconnecting over TLS: %w", err)
-		}
-	}
+	o := r.p.o
+	return reconnectTLS(ctx, tlsCheck{CA: o.CA, UUID: r.j.UUID, Addr: r.addr, Password: r.password, Want: r.pr.CertDER,
+		VerifyTimeout: o.VerifyTimeout, StepTimeout: o.StepTimeout, Log: r.log}, r.readAudit)
 }
 
 // readAudit is step 12, best effort: the provisioning audit record as the

@@ -1,14 +1,19 @@
 package provision
 
 import (
+	"bytes"
 	"context"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/provstick/provstick/internal/wsman"
+	"github.com/provstick/provstick/kiosk/ca"
 	"github.com/provstick/provstick/setupbin"
 )
 
@@ -79,4 +84,83 @@ func setMEBx(ctx context.Context, c *wsman.Client, pw setupbin.Password) error {
 		return fmt.Errorf("SetMEBxPassword: %w", err)
 	}
 	return nil
+}
+
+// tlsCheck is what reconnectTLS checks after the commit.
+type tlsCheck struct {
+	CA       *ca.CA
+	UUID     string
+	Addr     string // host:port of 16993
+	Password setupbin.Password
+	// Want is the certificate the run added (nil: any the kiosk CA signed
+	// for this UUID, e.g. a PSK run resumed after its commit).
+	Want []byte
+	// Legacy allows TLS 1.0 and the RSA suites older firmware needs (PKI
+	// connections only).
+	Legacy                     bool
+	VerifyTimeout, StepTimeout time.Duration
+	Log                        *slog.Logger
+}
+
+// reconnectTLS is the verification after step 11: a TLS connection to the
+// device trusting only the kiosk CA (chain and CN = UUID; AMT's address is
+// not in the certificate), as the new admin, until the device answers
+// post-provisioning or VerifyTimeout passes; then, if set, after(ctx, c).
+func reconnectTLS(ctx context.Context, v tlsCheck, after func(context.Context, *wsman.Client)) error {
+	ctx, cancel := context.WithTimeout(ctx, v.VerifyTimeout)
+	defer cancel()
+	cfg := &tls.Config{
+		InsecureSkipVerify: true, // verified below
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return errors.New("no certificate")
+			}
+			if _, err := v.CA.Verify(raw[0], v.UUID); err != nil {
+				return err
+			}
+			if v.Want != nil && !bytes.Equal(raw[0], v.Want) {
+				return errors.New("the device presents a kiosk-signed certificate other than the one this kiosk added")
+			}
+			return nil
+		},
+	}
+	if v.Legacy {
+		cfg.MinVersion, cfg.CipherSuites = tls.VersionTLS10, PKICipherSuites
+	}
+	tr := &http.Transport{TLSClientConfig: cfg, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	c, err := wsman.NewClient(wsman.Options{Endpoint: "https://" + v.Addr + "/wsman", Password: wsman.Secret(v.Password.Reveal()),
+		HTTPClient: &http.Client{Transport: tr}, Logger: v.Log})
+	if err != nil {
+		return err
+	}
+	// First retry after 100 ms (PSK) or 50 ms (PKI), as the two runs did.
+	backoff := 100 * time.Millisecond
+	if v.Legacy {
+		backoff = 50 * time.Millisecond
+	}
+	for {
+		sctx, scancel := context.WithTimeout(ctx, v.StepTimeout)
+		sc, err := c.GetSetupAndConfigurationService(sctx)
+		scancel()
+		if err == nil {
+			if sc.ProvisioningState != wsman.StatePost {
+				return fmt.Errorf("after commit the device reports %v", sc.ProvisioningState)
+			}
+			if after != nil {
+				after(ctx, c)
+			}
+			return nil
+		}
+		if errors.Is(err, wsman.ErrUnauthorized) || ctx.Err() != nil || Classify(StepVerify, err).Class != ClassUnreachable {
+			return fmt.Errorf("reconnecting over TLS: %w", err)
+		}
+		// AMT is restarting its network stack: try again shortly.
+		select {
+		case <-time.After(backoff):
+			backoff = min(2*backoff, 2*time.Second)
+		case <-ctx.Done():
+			return fmt.Errorf("reconnecting over TLS: %w", err)
+		}
+	}
 }
