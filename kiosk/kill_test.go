@@ -9,10 +9,12 @@ package kiosk
 // entry, and the pool's counts adding up (no entry lost or duplicated).
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -20,6 +22,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -40,6 +43,7 @@ const (
 	envKillStore = "PROVSTICK_KILL_STORE"
 	envKillHello = "PROVSTICK_KILL_HELLO"
 	envKillAddrs = "PROVSTICK_KILL_ADDRS"
+	killReady    = "kiosk serving"
 )
 
 func TestKillLoop(t *testing.T) {
@@ -60,13 +64,22 @@ func TestKillLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A fixed hello port the kiosk re-listens on after each restart.
+	// The hello socket is held by the test for its whole life and handed to
+	// each kiosk process as fd 3, the way systemd socket activation does. A
+	// port closed here and re-listened on by each restart could be taken in
+	// between by any other process on the machine (CI runs packages in
+	// parallel), and every later run would then fail to bind.
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer hl.Close()
 	helloAddr := hl.Addr().String()
-	hl.Close()
+	hf, err := hl.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hf.Close()
 
 	recs := make([]amtsim.SetupRecord, n)
 	for i, e := range es {
@@ -97,12 +110,42 @@ func TestKillLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// start runs a kiosk and returns once it has said it is serving (a
+	// process under the race detector takes a while to start), so that the
+	// kills land while machines are being provisioned and the last run's
+	// SIGTERM arrives after its handler is installed.
 	start := func() *exec.Cmd {
 		cmd := exec.Command(exe)
-		cmd.Env = append(os.Environ(), envKillStore+"="+dsn, envKillHello+"="+helloAddr, envKillAddrs+"="+addrFile)
+		cmd.Env = append(os.Environ(), envKillStore+"="+dsn, envKillHello+"=3", envKillAddrs+"="+addrFile)
 		cmd.Stderr = os.Stderr
+		cmd.ExtraFiles = []*os.File{hf}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
+		}
+		ready := make(chan error, 1)
+		go func() {
+			line, err := bufio.NewReader(out).ReadString('\n')
+			if err == nil && line != killReady+"\n" {
+				err = fmt.Errorf("kiosk said %q", line)
+			}
+			ready <- err
+			io.Copy(io.Discard, out)
+		}()
+		select {
+		case err := <-ready:
+			if err != nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("kiosk process did not start: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatal("kiosk process not serving after 30 s")
 		}
 		return cmd
 	}
@@ -114,21 +157,8 @@ func TestKillLoop(t *testing.T) {
 		return len(es)
 	}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	// listening waits until the kiosk accepts hellos (a process under the
-	// race detector takes a while to start), so that the kills land while
-	// machines are being provisioned.
-	listening := func() {
-		for range 300 {
-			if c, err := net.Dial("tcp", helloAddr); err == nil {
-				c.Close()
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	for i := range kills {
 		cmd := start()
-		listening()
 		time.Sleep(time.Duration(200+rng.IntN(2300)) * time.Millisecond)
 		if err := cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
@@ -138,10 +168,6 @@ func TestKillLoop(t *testing.T) {
 		t.Logf("kill %d: %d of %d provisioned, %d under way", i+1, provisioned(), n, len(busy))
 	}
 	cmd := start()
-	// Up before the SIGTERM below: when every machine was provisioned
-	// before this run (more kills, make soak), a signal that arrives before
-	// the child's handler is installed kills it instead of stopping it.
-	listening()
 	defer func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
@@ -254,15 +280,15 @@ func runKillKiosk(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer s.Close()
-	var ln net.Listener
-	for range 50 { // the previous process's socket may linger a moment
-		if ln, err = net.Listen("tcp", os.Getenv(envKillHello)); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	fd, err := strconv.Atoi(os.Getenv(envKillHello))
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", envKillHello, err)
+	}
+	f := os.NewFile(uintptr(fd), "hello-listener")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("inherited hello socket: %w", err)
 	}
 	k, err := New(ctx, Options{Store: s, Logger: log, HelloListener: ln, HelloFlush: 20 * time.Millisecond,
 		HelloFloodRate: -1, // every simulated machine says hello from 127.0.0.1
@@ -277,5 +303,6 @@ func runKillKiosk(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	fmt.Println(killReady)
 	return k.Serve(ctx)
 }
