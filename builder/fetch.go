@@ -64,11 +64,20 @@ func (c *PackageCache) Fetch(ctx context.Context, pkg string) (string, error) {
 	return c.fetch(ctx, cachePackages, pkg, false)
 }
 
-var debNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]{0,99}$`)
-var debVersionRE = regexp.MustCompile(`^[A-Za-z0-9.+~:-]{1,100}$`)
+// Debian package names and versions, at most 100 characters. The length is
+// checked apart: a counted repetition such as {0,99} compiles to a program of
+// thousands of instructions when the package is initialized, which every
+// provstick command pays at start-up.
+var (
+	debNameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]*$`)
+	debVersionRE = regexp.MustCompile(`^[A-Za-z0-9.+~:-]+$`)
+)
+
+func debName(s string) bool    { return len(s) <= 100 && debNameRE.MatchString(s) }
+func debVersion(s string) bool { return len(s) <= 100 && debVersionRE.MatchString(s) }
 
 func (c *PackageCache) fetch(ctx context.Context, kind, pkg string, kernel bool) (string, error) {
-	if !debNameRE.MatchString(pkg) {
+	if !debName(pkg) {
 		return "", fmt.Errorf("fetching package %q: not a Debian package name: %w", pkg, ErrFetch)
 	}
 	log := c.Logger
@@ -138,7 +147,7 @@ func resolvePackage(ctx context.Context, pkg string, kernel bool) (name, version
 			}
 		}
 	}
-	if !debNameRE.MatchString(name) || !debVersionRE.MatchString(version) {
+	if !debName(name) || !debVersion(version) {
 		return "", "", fmt.Errorf("apt-cache show %s: package %q version %q: %w", pkg, name, version, ErrFetch)
 	}
 	return name, version, nil

@@ -348,7 +348,7 @@ func (r *Recipe) Validate() error {
 		return bad("agent.amt_password_from", strconv.Quote(r.Agent.AMTPasswordFrom), `want "env:NAME" or "file:PATH" (the value itself never goes in a recipe)`)
 	}
 	for i, m := range r.Kernel.Modules {
-		if !moduleNameRE.MatchString(m) {
+		if len(m) > 64 || !moduleNameRE.MatchString(m) {
 			return bad(fmt.Sprintf("kernel.modules[%d]", i), strconv.Quote(m), "not a module name")
 		}
 	}
@@ -366,4 +366,4 @@ func yamlMessage(err error) string {
 	return strings.Join(strings.Fields(msg), " ")
 }
 
-var moduleNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+var moduleNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`) // and at most 64 long (see debNameRE)

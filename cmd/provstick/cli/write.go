@@ -207,7 +207,7 @@ func printWriteResult(e *env, f *writeFlags, r builder.WriteResult, what string)
 	if !f.noVerify {
 		verified = fmt.Sprintf("verified in %.1f s", r.VerifyTime.Seconds())
 	}
-	fmt.Fprintf(e.stdout, "ok %s%s: %d MiB in %.1f s (%.1f MiB/s), %s\n", r.Target, what, r.Bytes>>20, r.WriteTime.Seconds(), rate, verified)
+	fmt.Fprintf(e.stdout, "ok %s%s: %d MiB in %.3f s (%.0f MiB/s), %s\n", r.Target, what, r.Bytes>>20, r.WriteTime.Seconds(), rate, verified)
 	return true
 }
 
