@@ -525,7 +525,7 @@ func (pp *pkiPath) rememberLocked(j provision.PKIJob, c provision.Class) {
 func (k *Kiosk) onPKIResult(r provision.PKIResult) {
 	note := ""
 	if r.AdminSet {
-		a := store.PKIAdmin{UUID: r.Job.UUID, Password: r.AdminPassword, Provisioned: r.Outcome == provision.OutcomeProvisioned}
+		a := store.PKIAdmin{UUID: r.Job.UUID, Password: r.AdminPassword, AdminSet: true, Provisioned: r.Outcome == provision.OutcomeProvisioned}
 		if r.Failure != nil {
 			a.Detail = "AdminSetup done, then: " + r.Failure.Error()
 		}

@@ -31,8 +31,13 @@ const pkiKeyPrefix = "pki:"
 type PKIAdmin struct {
 	UUID     string            // canonical lower-case text form
 	Password setupbin.Password // the admin (and MEBx) password AdminSetup set
+	// AdminSet: AdminSetup answered success, so the machine is in admin
+	// control mode with Password. False when the password is kept just
+	// before AdminSetup is sent (the outcome not known yet): the machine
+	// is then not recorded as in admin control mode.
+	AdminSet bool
 	// Provisioned: the whole run finished (TLS configured and verified);
-	// false when a step after AdminSetup failed.
+	// false when a step after AdminSetup failed. Implies AdminSet.
 	Provisioned bool
 	// Detail says how the run ended (no secrets), e.g. the failure.
 	Detail    string
@@ -43,6 +48,7 @@ type PKIAdmin struct {
 // pkiPublic is the public column of a PKI row.
 type pkiPublic struct {
 	UUID        string `json:"uuid"`
+	AdminSet    bool   `json:"admin_set"`
 	Provisioned bool   `json:"provisioned"`
 	Detail      string `json:"detail,omitempty"`
 }
@@ -75,7 +81,8 @@ func (s *Store) SavePKIAdmin(ctx context.Context, a PKIAdmin) error {
 	if err != nil {
 		return fmt.Errorf("sealing the admin password of %s: %w", u, err)
 	}
-	pub, err := json.Marshal(pkiPublic{UUID: u, Provisioned: a.Provisioned, Detail: a.Detail})
+	a.AdminSet = a.AdminSet || a.Provisioned
+	pub, err := json.Marshal(pkiPublic{UUID: u, AdminSet: a.AdminSet, Provisioned: a.Provisioned, Detail: a.Detail})
 	if err != nil {
 		return fmt.Errorf("saving the admin password of %s: %w", u, err)
 	}
@@ -84,7 +91,11 @@ func (s *Store) SavePKIAdmin(ctx context.Context, a PKIAdmin) error {
 		step = 11
 	}
 	return s.withTx(ctx, func(tx *sql.Tx, _ *sql.Conn) error {
-		if _, err := s.upsertMachine(ctx, tx, &Machine{UUID: u, ControlMode: "acm", ProvisioningState: "post"}); err != nil {
+		m := &Machine{UUID: u}
+		if a.AdminSet { // AdminSetup took the machine to post-provisioning in admin control mode
+			m.ControlMode, m.ProvisioningState = "acm", "post"
+		}
+		if _, err := s.upsertMachine(ctx, tx, m); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO provisioning (pid, step, public, secret, attempts, updated_at) VALUES (?, ?, ?, ?, 1, ?)
@@ -126,5 +137,5 @@ func (s *Store) PKIAdminOf(ctx context.Context, uuid string) (PKIAdmin, error) {
 	if err != nil {
 		return PKIAdmin{}, fmt.Errorf("admin password of %s: %w", u, err)
 	}
-	return PKIAdmin{UUID: u, Password: setupbin.Password(pt), Provisioned: p.Provisioned, Detail: p.Detail, Runs: int(runs), UpdatedAt: fromMicros(at)}, nil
+	return PKIAdmin{UUID: u, Password: setupbin.Password(pt), AdminSet: p.AdminSet || p.Provisioned, Provisioned: p.Provisioned, Detail: p.Detail, Runs: int(runs), UpdatedAt: fromMicros(at)}, nil
 }

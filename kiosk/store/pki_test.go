@@ -17,20 +17,25 @@ func TestPKIAdmin(t *testing.T) {
 		if _, err := s.PKIAdminOf(ctx, uuid); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("before save: %v, want ErrNotFound", err)
 		}
-		if err := s.SavePKIAdmin(ctx, PKIAdmin{UUID: uuid, Password: "Pki-Admin-Pw1!", Detail: "step 9 failed"}); err != nil {
+		if err := s.SavePKIAdmin(ctx, PKIAdmin{UUID: uuid, Password: "Pki-Admin-Pw1!", Detail: "AdminSetup sent"}); err != nil {
 			t.Fatal(err)
 		}
 		a, err := s.PKIAdminOf(ctx, uuid)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a.Password != "Pki-Admin-Pw1!" || a.Provisioned || a.Runs != 1 || a.Detail != "step 9 failed" || a.UUID != "939b524b-13d4-1d18-e487-1c6900000001" {
+		if a.Password != "Pki-Admin-Pw1!" || a.AdminSet || a.Provisioned || a.Runs != 1 || a.Detail != "AdminSetup sent" || a.UUID != "939b524b-13d4-1d18-e487-1c6900000001" {
 			t.Errorf("got %+v", a)
+		}
+		// Kept before AdminSetup's answer: the machine is known, not yet
+		// in admin control mode.
+		if m, err := s.Machine(ctx, uuid); err != nil || m.ControlMode != "" || m.ProvisioningState != "" {
+			t.Errorf("machine before AdminSetup's answer: %+v, %v", m, err)
 		}
 		if err := s.SavePKIAdmin(ctx, PKIAdmin{UUID: uuid, Password: "Pki-Admin-Pw2!", Provisioned: true}); err != nil {
 			t.Fatal(err)
 		}
-		if a, err = s.PKIAdminOf(ctx, uuid); err != nil || a.Password != "Pki-Admin-Pw2!" || !a.Provisioned || a.Runs != 2 {
+		if a, err = s.PKIAdminOf(ctx, uuid); err != nil || a.Password != "Pki-Admin-Pw2!" || !a.Provisioned || !a.AdminSet || a.Runs != 2 {
 			t.Errorf("after the second save: %+v, %v", a, err)
 		}
 		m, err := s.Machine(ctx, uuid)
