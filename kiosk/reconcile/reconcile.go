@@ -65,6 +65,9 @@ const (
 	KindLostStick Kind = "lost-stick"
 	// KindForeignStick: the ledger of a stick this pool does not have.
 	KindForeignStick Kind = "foreign-stick"
+	// KindPKIStick: the ledger of a PKI stick (no PID/PPS, not from the
+	// pool); its machines are recorded. Information, not kept.
+	KindPKIStick Kind = "pki-stick"
 	// KindMalformed: lines of a ledger that were damaged or unreadable.
 	KindMalformed Kind = "malformed-ledger"
 	// KindRecordMismatch: the ledger's record does not match the stick
@@ -314,6 +317,9 @@ func (im *importer) stick(ctx context.Context, label string, recs []*ledger.Reco
 		return nil, false, nil
 	}
 	entries, err := im.st.StickEntries(ctx, label)
+	if errors.Is(err, store.ErrNotFound) && pkiStick(recs) {
+		return nil, false, im.pkiStick(ctx, label, recs)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		im.add(ctx, Discrepancy{Kind: KindForeignStick, Severity: SeverityWarning, Subject: subject,
 			Detail: fmt.Sprintf("this pool has no stick %q (%d records, ledger %s): another pool's stick", label, len(recs), im.rep.Digest),
@@ -470,6 +476,42 @@ func (im *importer) record(ctx context.Context, subject string, rec *ledger.Reco
 		}
 		im.rep.Matched++
 	}
+	return nil
+}
+
+// pkiStick: every record of the stick is a PKI record (a site root hash,
+// no PID/PPS). Such sticks are made with provstick setupbin pki and
+// draw nothing from the pool, so the pool does not know them.
+func pkiStick(recs []*ledger.Record) bool {
+	for _, r := range recs {
+		if r.Kind != "pki" || r.PID != "" {
+			return false
+		}
+	}
+	return len(recs) > 0
+}
+
+// pkiStick records the machines a PKI stick's ledger names (their DMI,
+// MACs, EK hash and AMT version help the console tell them apart) and
+// says what kind of stick it was; no pool entry is involved.
+func (im *importer) pkiStick(ctx context.Context, label string, recs []*ledger.Record) error {
+	var uuids []string
+	for _, rec := range recs {
+		if rec.AMT == nil || rec.AMT.UUID == "" {
+			continue
+		}
+		m := machineOf(rec)
+		if err := im.st.UpdateMachine(ctx, m); err != nil {
+			return err
+		}
+		if !slices.Contains(uuids, m.UUID) {
+			uuids = append(uuids, m.UUID)
+		}
+	}
+	im.add(ctx, Discrepancy{Kind: KindPKIStick, Severity: SeverityInfo, Subject: "stick " + label,
+		Detail: fmt.Sprintf("a PKI stick (site root hash, no PID/PPS; not drawn from this pool): %d records, %d machines recorded (%s)",
+			len(recs), len(uuids), shortList(uuids, 3)),
+		Advice: "nothing to do: these machines are provisioned to admin control mode when they say hello with the site's root hash"}, false)
 	return nil
 }
 

@@ -120,7 +120,11 @@ func goldens(t testing.TB) map[string][]byte {
 	older := lines(t, rec("site-0001", 1, 1, pid(0), 1))
 	foreign := lines(t, rec("other-0001", 1, 1, pid(5), 5))
 	mismatch := lines(t, rec("site-0002", 1, 1, pid(0), 6)) // site-0001's first PID on site-0002
+	pki1, pki2 := rec("pki-0001", 1, 1, setupbin.PID{}, 11), rec("pki-0001", 2, 2, setupbin.PID{}, 12)
+	pki1.PID, pki2.PID, pki1.Kind, pki2.Kind = "", "", "pki", "pki"
+	pki := lines(t, pki1, pki2)
 	return map[string][]byte{
+		"pki.jsonl": pki,
 		"good.jsonl": good, "badsum.jsonl": badsum, "torn.jsonl": torn, "rollback.jsonl": rollback,
 		"copied.jsonl": copied, "older.jsonl": older, "foreign.jsonl": foreign, "mismatch.jsonl": mismatch,
 		"truncated.jsonl": good[:len(good)/2],
@@ -312,6 +316,38 @@ func TestImportForeignStick(t *testing.T) {
 	recs, err := p.s.LedgerRecords(t.Context(), "")
 	if err != nil || len(recs) != 0 {
 		t.Errorf("kept records %v, %v", recs, err)
+	}
+}
+
+// TestImportPKIStick: a PKI stick (setupbin pki: a site root hash, no
+// PID/PPS) is not drawn from the pool; its ledger records the machines and
+// says what the stick was, with no foreign-stick warning.
+func TestImportPKIStick(t *testing.T) {
+	p := newPool(t)
+	rep := p.imp(t, "pki.jsonl", base)
+	if rep.Known || rep.Consumed != 0 || rep.Stick != "pki-0001" || rep.Records != 2 {
+		t.Fatalf("%+v", rep)
+	}
+	if len(rep.Discrepancies) != 1 || rep.Discrepancies[0].Kind != KindPKIStick || rep.Discrepancies[0].Severity != SeverityInfo ||
+		!strings.Contains(rep.Discrepancies[0].Detail, "2 machines recorded") {
+		t.Errorf("%+v", rep.Discrepancies)
+	}
+	m, err := p.s.Machine(t.Context(), uuidN(12))
+	if err != nil || m.DMISerial != "SN0012" || m.AMTVersion != "9.1.2" {
+		t.Errorf("machine 12: %+v, %v", m, err)
+	}
+	for i := range p.pids {
+		if st := p.state(t, i); st != store.StateAllocated {
+			t.Errorf("entry %d: %s", i, st)
+		}
+	}
+	// Information only: nothing is kept as a discrepancy.
+	ds, err := Discrepancies(t.Context(), p.s, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := kinds(ds); k[KindPKIStick] != 0 || k[KindForeignStick] != 0 {
+		t.Errorf("kept: %+v", ds)
 	}
 }
 
