@@ -3,11 +3,13 @@ package main
 import (
 	"encoding/json"
 	"flag"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/provstick/provstick/cmd/provstick/cli"
 	"github.com/rogpeppe/go-internal/testscript"
@@ -70,6 +72,28 @@ func TestScript(t *testing.T) {
 				b, err := os.ReadFile(filepath.Join(root, "setupbin", "testdata", args[0]))
 				ts.Check(err)
 				ts.Check(os.WriteFile(ts.MkAbs(args[0]), b, 0o644))
+			},
+			// waitlisten ADDR: wait (up to two minutes) until something
+			// accepts TCP connections on ADDR — a kiosk started in the
+			// background takes seconds to open its store on a loaded
+			// machine, and a simulator started before it would say its
+			// hellos to nobody.
+			"waitlisten": func(ts *testscript.TestScript, neg bool, args []string) {
+				if neg || len(args) != 1 {
+					ts.Fatalf("usage: waitlisten ADDR")
+				}
+				deadline := time.Now().Add(2 * time.Minute)
+				for {
+					c, err := net.DialTimeout("tcp", args[0], time.Second)
+					if err == nil {
+						c.Close()
+						return
+					}
+					if time.Now().After(deadline) {
+						ts.Fatalf("nothing listens on %s after 2 minutes: %v", args[0], err)
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
 			},
 			// nocommonpid A.json B.json: the two "setupbin view --json"
 			// documents share no PID.
