@@ -460,7 +460,10 @@ func (s *NetServer) register() {
 		}
 		return wsman.AddUserAclEntryExOutput{Handle: h}, 0, nil
 	})
-	method(wsman.URIAuthorizationService, "EnumerateUserAclEntries", StepUsers, func(_ context.Context, r *wsman.Request) (any, wsman.Status, error) {
+	// The reads of step 8 are not step 8 for DropAtStep, so that a drop
+	// at StepUsers hits AddUserAclEntryEx (the call a lost reply matters
+	// for).
+	method(wsman.URIAuthorizationService, "EnumerateUserAclEntries", stepOther, func(_ context.Context, r *wsman.Request) (any, wsman.Status, error) {
 		var in wsman.EnumerateUserAclEntriesInput
 		if err := r.Decode(&in); err != nil {
 			return nil, 0, err
@@ -478,7 +481,7 @@ func (s *NetServer) register() {
 		}
 		return out, 0, nil
 	})
-	method(wsman.URIAuthorizationService, "GetUserAclEntryEx", StepUsers, func(_ context.Context, r *wsman.Request) (any, wsman.Status, error) {
+	method(wsman.URIAuthorizationService, "GetUserAclEntryEx", stepOther, func(_ context.Context, r *wsman.Request) (any, wsman.Status, error) {
 		var in wsman.GetUserAclEntryExInput
 		if err := r.Decode(&in); err != nil {
 			return nil, 0, err
