@@ -43,6 +43,9 @@ type User struct {
 // ErrUsers reports an unusable Options.Users.
 var ErrUsers = errors.New("provision: invalid users")
 
+// CheckUsers validates users as New does (for configuration loaders).
+func CheckUsers(us []User) error { return checkUsers(us) }
+
 // checkUsers validates the configured users.
 func checkUsers(us []User) error {
 	seen := map[string]bool{}
