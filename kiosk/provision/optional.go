@@ -93,7 +93,7 @@ type runSecrets struct {
 }
 
 func encodeSecrets(admin setupbin.Password, users map[string]setupbin.Password) []byte {
-	if len(users) == 0 {
+	if len(users) == 0 && admin != "" && admin[0] != 0 {
 		return []byte(admin)
 	}
 	s := runSecrets{Admin: admin.Reveal(), Users: map[string]string{}}
