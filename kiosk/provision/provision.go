@@ -843,7 +843,11 @@ func (r *run) mebx(ctx context.Context) error { return setMEBx(ctx, r.c, r.passw
 // Step 11: mark the commit as sent before sending it.
 func (r *run) commit(ctx context.Context) error {
 	r.pr.Committing = true
-	if err := r.saveStep(ctx, StepNextPSK, r.commitNote()); err != nil {
+	last := StepMEBx // the last step before the commit that ran
+	if r.p.o.NextPSK {
+		last = StepNextPSK
+	}
+	if err := r.saveStep(ctx, last, r.commitNote()); err != nil {
 		return err
 	}
 	if err := r.c.CommitChanges(ctx); err != nil {

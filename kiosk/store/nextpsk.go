@@ -99,6 +99,20 @@ func (s *Store) giveNextPSK(ctx context.Context, spec NextPSKSpec) (e Entry, giv
 			}
 			return fmt.Errorf("reading entry %s: %w", spec.From, err)
 		}
+		// The stick row first: a second station giving for the same source
+		// at the same moment waits here on the unique label (PostgreSQL)
+		// and then fails with ErrDuplicate, rather than drawing an entry
+		// of its own; if no entry is free the row goes with the rollback.
+		t := now()
+		var stickID int64
+		err = tx.QueryRowContext(ctx, s.q(`INSERT INTO sticks (label, recipe, profile, record_count, unconsumed, created_at, station)
+			VALUES (?, ?, ?, 1, 0, ?, ?) RETURNING id`), label, NextPSKRecipe, profile, t, s.station).Scan(&stickID)
+		if err != nil {
+			if s.d.isUnique(err) {
+				return fmt.Errorf("stick %q already exists: %w", label, ErrDuplicate)
+			}
+			return fmt.Errorf("recording the next PID/PPS of %s: %w", spec.From, err)
+		}
 		var id int64
 		err = tx.QueryRowContext(ctx, s.q("SELECT id, pid, secrets FROM entries WHERE state = 'free' AND profile = ? ORDER BY id LIMIT 1"+s.d.skipLocked()), profile).
 			Scan(&id, &pid, &blob)
@@ -124,16 +138,6 @@ func (s *Store) giveNextPSK(ctx context.Context, spec NextPSKSpec) (e Entry, giv
 		machineID, err := s.upsertMachine(ctx, tx, &Machine{UUID: uuid})
 		if err != nil {
 			return err
-		}
-		t := now()
-		var stickID int64
-		err = tx.QueryRowContext(ctx, s.q(`INSERT INTO sticks (label, recipe, profile, record_count, unconsumed, created_at, station)
-			VALUES (?, ?, ?, 1, 0, ?, ?) RETURNING id`), label, NextPSKRecipe, profile, t, s.station).Scan(&stickID)
-		if err != nil {
-			if s.d.isUnique(err) {
-				return fmt.Errorf("stick %q already exists: %w", label, ErrDuplicate)
-			}
-			return fmt.Errorf("recording the next PID/PPS of %s: %w", spec.From, err)
 		}
 		reason := fmt.Sprintf("given to machine %s by SetTLSPSK while provisioning %s (next PID/PPS, step 10)", uuid, spec.From)
 		res, err := tx.ExecContext(ctx, s.q(`UPDATE entries SET state = 'consumed', stick_id = ?, record = 1, machine_id = ?, reason = ?, secrets = ?, updated_at = ?
