@@ -89,6 +89,11 @@ type benchOptions struct {
 	// floodRate is the hello flood limit; 0 → off, since every simulated
 	// machine says hello from 127.0.0.1.
 	floodRate float64
+	// extraFree entries stay free in the pool (for step 10); nextPSK and
+	// users turn on the optional steps 10 and 8.
+	extraFree int
+	nextPSK   bool
+	users     []provision.User
 }
 
 func newBench(t testing.TB, o benchOptions) *bench {
@@ -110,7 +115,7 @@ func newBench(t testing.TB, o benchOptions) *bench {
 	}
 	t.Cleanup(func() { s.Close() })
 	b.s = s
-	if _, err := s.Generate(ctx, store.GenerateSpec{Count: o.n, Profile: "amt6-10"}); err != nil {
+	if _, err := s.Generate(ctx, store.GenerateSpec{Count: o.n + o.extraFree, Profile: "amt6-10"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, b.entries, err = s.AllocateStick(ctx, store.StickSpec{Label: "stick-1", Recipe: "default", Count: o.n, Profile: "amt6-10"}); err != nil {
@@ -164,6 +169,7 @@ func newBench(t testing.TB, o benchOptions) *bench {
 				return a, nil
 			},
 			OnResult: func(r provision.Result) { b.results <- r },
+			NextPSK:  o.nextPSK, Users: o.users,
 		}})
 	if err != nil {
 		t.Fatal(err)

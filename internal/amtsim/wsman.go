@@ -408,20 +408,46 @@ func (s *NetServer) register() {
 		if err := r.Decode(&in); err != nil {
 			return nil, 0, err
 		}
+		if in.KerberosUserSid != "" {
+			// No KDC on an offline site; the simulator has no Kerberos.
+			return nil, wsman.StatusNotPermitted, nil
+		}
+		if !validUserName(in.DigestUsername) {
+			return nil, wsman.StatusInvalidName, nil
+		}
 		ha1, ok := decodeDigestPassword(in.DigestPassword)
-		if in.DigestUsername == "" || !ok {
+		if !ok {
+			return nil, wsman.StatusInvalidPassword, nil
+		}
+		if in.AccessPermission > uint32(wsman.AccessAny) {
 			return nil, wsman.StatusInvalidParameter, nil
+		}
+		if len(in.Realms) == 0 || len(in.Realms) > 32 {
+			return nil, wsman.StatusInvalidRealm, nil
+		}
+		for _, rl := range in.Realms {
+			if !wsman.Realm(rl).Valid() {
+				return nil, wsman.StatusInvalidRealm, nil
+			}
 		}
 		var h uint32
 		rv := wsman.StatusSuccess
 		s.dev.Update(func(st *State) {
+			admin := "admin"
+			if st.Net.AdminSet {
+				admin = st.Net.AdminUser
+			}
+			if in.DigestUsername == admin || in.DigestUsername == st.Net.pend.adminUser {
+				rv = wsman.StatusDuplicate
+				return
+			}
 			for _, u := range st.Net.Users {
 				if u.Username == in.DigestUsername {
 					rv = wsman.StatusDuplicate
 					return
 				}
 			}
-			if len(st.Net.Users) >= 16 {
+			if len(st.Net.Users) >= MaxUsers {
 				rv = wsman.StatusMaxLimitReached
 				return
 			}
@@ -433,6 +459,39 @@ func (s *NetServer) register() {
 			return nil, rv, nil
 		}
 		return wsman.AddUserAclEntryExOutput{Handle: h}, 0, nil
+	})
+	// The reads of step 8 are not step 8 for DropAtStep, so that a drop
+	// at StepUsers hits AddUserAclEntryEx (the call a lost reply matters
+	// for).
+	method(wsman.URIAuthorizationService, "EnumerateUserAclEntries", stepOther, func(_ context.Context, r *wsman.Request) (any, wsman.Status, error) {
+		var in wsman.EnumerateUserAclEntriesInput
+		if err := r.Decode(&in); err != nil {
+			return nil, 0, err
+		}
+		users := s.dev.State().Net.Users
+		if in.StartIndex < 1 || int(in.StartIndex) > len(users)+1 {
+			return nil, wsman.StatusInvalidIndex, nil
+		}
+		out := wsman.EnumerateUserAclEntriesOutput{TotalCount: uint32(len(users))}
+		for _, u := range users[in.StartIndex-1:] {
+			if len(out.Handles) == userAclPage {
+				break
+			}
+			out.Handles = append(out.Handles, u.Handle)
+		}
+		return out, 0, nil
+	})
+	method(wsman.URIAuthorizationService, "GetUserAclEntryEx", stepOther, func(_ context.Context, r *wsman.Request) (any, wsman.Status, error) {
+		var in wsman.GetUserAclEntryExInput
+		if err := r.Decode(&in); err != nil {
+			return nil, 0, err
+		}
+		for _, u := range s.dev.State().Net.Users {
+			if u.Handle == in.Handle {
+				return wsman.UserAclEntry{DigestUsername: u.Username, AccessPermission: u.AccessPermission, Realms: slices.Clone(u.Realms)}, 0, nil
+			}
+		}
+		return nil, wsman.StatusInvalidHandle, nil
 	})
 
 	// Steps 9–11 and the other members of AMT_SetupAndConfigurationService.
@@ -663,6 +722,30 @@ func parseRSAKey(der []byte) (*rsa.PrivateKey, error) {
 		return nil, fmt.Errorf("key is %T, not RSA", k)
 	}
 	return rk, nil
+}
+
+// MaxUsers is how many user ACL entries the simulator holds besides the
+// admin; one more is StatusMaxLimitReached. The figure for real firmware
+// is not in the SDK pages we read; 16 is what this simulator has always
+// used.
+const MaxUsers = 16
+
+// userAclPage is how many handles one EnumerateUserAclEntries answer
+// carries (the SDK: up to 50).
+const userAclPage = 50
+
+// validUserName: 1–16 characters of 7-bit ASCII, no control characters
+// and no ':' (it separates user and realm in the Digest hash).
+func validUserName(n string) bool {
+	if n == "" || len(n) > wsman.MaxUserNameLen {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		if n[i] < 0x21 || n[i] > 0x7e || n[i] == ':' {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeDigestPassword reads the DigestPassword parameter: base64 of the

@@ -18,6 +18,7 @@ const (
 	StatusNotReady                 Status = 2
 	StatusInvalidPTMode            Status = 3
 	StatusInvalidMessageLength     Status = 4
+	StatusInvalidName              Status = 12
 	StatusNotPermitted             Status = 16
 	StatusMaxLimitReached          Status = 23
 	StatusAuthenticationFailed     Status = 25
@@ -46,6 +47,8 @@ const (
 	StatusUnsupported              Status = 2066
 	StatusNotFound                 Status = 2068
 	StatusInvalidCredentials       Status = 2069
+	StatusMaxKerbDomainReached     Status = 2065
+	StatusAuditFail                Status = 2075
 )
 
 var statusNames = map[Status]string{
@@ -54,6 +57,7 @@ var statusNames = map[Status]string{
 	StatusNotReady:                 "NOT_READY",
 	StatusInvalidPTMode:            "INVALID_PT_MODE",
 	StatusInvalidMessageLength:     "INVALID_MESSAGE_LENGTH",
+	StatusInvalidName:              "INVALID_NAME",
 	StatusNotPermitted:             "NOT_PERMITTED",
 	StatusMaxLimitReached:          "MAX_LIMIT_REACHED",
 	StatusAuthenticationFailed:     "AUTHENTICATION_FAILED",
@@ -82,6 +86,8 @@ var statusNames = map[Status]string{
 	StatusUnsupported:              "UNSUPPORTED",
 	StatusNotFound:                 "NOT_FOUND",
 	StatusInvalidCredentials:       "INVALID_CREDENTIALS",
+	StatusMaxKerbDomainReached:     "MAX_KERB_DOMAIN_REACHED",
+	StatusAuditFail:                "AUDIT_FAIL",
 }
 
 // String returns the PT_STATUS name, or the number when unknown.

@@ -30,6 +30,10 @@ const (
 	ClassCopiedStick        Class = "PID held by another machine"
 	ClassVerify             Class = "verification failed"
 	ClassEntry              Class = "entry not provisionable"
+	ClassUserLimit          Class = "user ACL full"
+	ClassUserRefused        Class = "user entry refused"
+	ClassNextPSKRefused     Class = "next PID/PPS refused"
+	ClassPoolExhausted      Class = "pool exhausted"
 	ClassDevice             Class = "device error"
 	ClassKiosk              Class = "kiosk error"
 )
@@ -63,6 +67,14 @@ func (c Class) Advice() string {
 		return "the entry is not in a state that can be provisioned (free or void): check the pool"
 	case ClassKiosk:
 		return "the kiosk itself failed (store, CA): see the kiosk log"
+	case ClassUserLimit:
+		return "the machine's user ACL is full (AMT_STATUS_MAX_LIMIT_REACHED): remove user entries it holds already (a management console, or unprovision in the MEBx and re-run the stick), or configure fewer kiosk.users; it says hello again and the kiosk retries"
+	case ClassUserRefused:
+		return "the machine refused a user of kiosk.users (name, realm or access permission, e.g. a realm this firmware lacks): fix kiosk.users and restart the kiosk; the machine says hello again"
+	case ClassNextPSKRefused:
+		return "the machine refused the next PID/PPS (SetTLSPSK): the encoding (kiosk.psk_encoding) is unconfirmed and may be wrong for this firmware — see the hardware validation guide — or turn kiosk.next_psk off; the entry stays given to this machine (consumed), void it if it will never be used"
+	case ClassPoolExhausted:
+		return "no free entry left for the next PID/PPS: generate or import entries of this profile (provstick pool), or turn kiosk.next_psk off; the machine says hello again and the kiosk retries"
 	}
 	return "see the kiosk log for the device's answer"
 }
@@ -88,7 +100,37 @@ func Classify(step int, err error) *Failure {
 	if f, ok := errors.AsType[*Failure](err); ok {
 		return f
 	}
-	return &Failure{Class: classOf(err), Step: step, Err: err}
+	c := classOf(err)
+	if c == ClassDevice {
+		c = classOfStep(step, err)
+	}
+	return &Failure{Class: c, Step: step, Err: err}
+}
+
+// classOfStep classifies the return codes of the optional steps (their
+// numbers mean other things in other methods). AddUserAclEntryEx: 23
+// max entries, 12 invalid name, 2055 invalid realm, 36 invalid parameter
+// (2054 invalid password and 2058 duplicate are handled elsewhere: the
+// first is ClassPasswordRefused, the second means present). SetTLSPSK: 42
+// and 43 invalid PID/PPS format, 16 not permitted, 36.
+func classOfStep(step int, err error) Class {
+	is := func(ss ...wsman.Status) bool {
+		for _, s := range ss {
+			if errors.Is(err, s) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case step == StepUsers && is(wsman.StatusMaxLimitReached):
+		return ClassUserLimit
+	case step == StepUsers && is(wsman.StatusInvalidName, wsman.StatusInvalidRealm, wsman.StatusInvalidParameter, wsman.StatusNotPermitted):
+		return ClassUserRefused
+	case step == StepNextPSK && is(wsman.StatusInvalidPIDFormat, wsman.StatusInvalidPPSFormat, wsman.StatusNotPermitted, wsman.StatusInvalidParameter):
+		return ClassNextPSKRefused
+	}
+	return ClassDevice
 }
 
 func classOf(err error) Class {

@@ -27,9 +27,10 @@
 //
 // Step 12 (the provisioning audit record) is read after the verification,
 // best effort (IPS_ProvisioningAuditRecord, else the pre-7.0 method), and
-// written to the history. Not implemented: steps 8 (extra users; no policy
-// asks for any) and 10 (next PID/PPS: the pool would have to hand the
-// machine a second entry, and the encoding is unconfirmed, spec §6 [U]).
+// written to the history. Steps 8 (extra digest users) and 10 (the next
+// PID/PPS) are optional and off by default; see optional.go. Kerberos
+// (the second half of step 8) is not implemented: an offline site has no
+// KDC.
 package provision
 
 import (
@@ -44,6 +45,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -151,6 +153,12 @@ type Options struct {
 	Rand io.Reader
 	// OnResult, if set, is called after each run (tests, metrics, web).
 	OnResult func(Result)
+	// Users are extra digest users added in step 8 (none: step 8 is
+	// skipped), each with its own generated password per machine.
+	Users []User
+	// NextPSK turns on step 10: each machine is given the next PID/PPS
+	// from the pool with SetTLSPSK (encoding per PSKEncoding, unconfirmed).
+	NextPSK bool
 }
 
 // PlainMode says when the kiosk provisions over plain HTTP on 16992.
@@ -240,6 +248,10 @@ func New(o Options) (*Provisioner, error) {
 	if o.PasswordLength == 0 {
 		o.PasswordLength = 16
 	}
+	if err := checkUsers(o.Users); err != nil {
+		return nil, fmt.Errorf("provisioner: %w", err)
+	}
+	o.Users = slices.Clone(o.Users)
 	if o.Resolve == nil {
 		o.Resolve = func(_ context.Context, j Job) (string, error) {
 			if !j.Peer.Addr().IsValid() {
@@ -321,6 +333,7 @@ type progress struct {
 	Cert       *wsman.EndpointReference `json:"cert,omitempty"`
 	CertDER    []byte                   `json:"cert_der,omitempty"`
 	Bound      bool                     `json:"bound,omitempty"`
+	NextPID    string                   `json:"next_pid,omitempty"`   // step 10's entry
 	Committing bool                     `json:"committing,omitempty"` // CommitChanges sent (reply maybe lost)
 	Committed  bool                     `json:"committed,omitempty"`
 }
@@ -334,7 +347,8 @@ type run struct {
 	step     int // last confirmed
 	attempts int
 	pr       progress
-	password setupbin.Password // generated admin/MEBx password
+	password setupbin.Password            // generated admin/MEBx password
+	userPw   map[string]setupbin.Password // step 8 users' generated passwords
 	addr     string
 	plain    string // host:port of 16992 when provisioning over plain HTTP
 	audit    string // step 12, for the history
@@ -506,11 +520,16 @@ func (r *run) do(ctx context.Context, res *Result) error {
 		{StepBind, r.bind},
 		{StepEnableTLS, r.enableTLS},
 		{StepAdmin, r.admin},
+		{StepUsers, r.users},
 		{StepMEBx, r.mebx},
+		{StepNextPSK, r.nextPSK},
 		{StepCommit, r.commit},
 	} {
 		if st.n <= r.step && st.n != StepReadState && st.n != StepTime {
 			continue // confirmed before a restart (state and time are always redone)
+		}
+		if (st.n == StepUsers && len(r.p.o.Users) == 0) || (st.n == StepNextPSK && !r.p.o.NextPSK) {
+			continue // optional, off
 		}
 		sctx, cancel := context.WithTimeout(ctx, r.p.o.StepTimeout)
 		err := st.f(sctx)
@@ -564,6 +583,7 @@ func (r *run) load(ctx context.Context) error {
 			return &Failure{Class: ClassKiosk, Err: fmt.Errorf("generating the admin password: %w", err)}
 		}
 		r.password, r.pr = pw, progress{UUID: r.j.UUID}
+		r.userPw = nil
 	case err == nil && len(p.Secret) == 0:
 		return &Failure{Class: ClassKiosk, Err: fmt.Errorf("saved progress of %s has no password", r.pid)}
 	case err != nil:
@@ -572,10 +592,16 @@ func (r *run) load(ctx context.Context) error {
 		if err := json.Unmarshal(p.Public, &r.pr); err != nil {
 			return &Failure{Class: ClassKiosk, Err: fmt.Errorf("reading the saved progress of %s: %w", r.pid, err)}
 		}
-		r.password, r.step, r.attempts = setupbin.Password(p.Secret), p.Step, p.Attempts
+		r.step, r.attempts = p.Step, p.Attempts
+		if r.password, r.userPw, err = decodeSecrets(p.Secret); err != nil {
+			return &Failure{Class: ClassKiosk, Err: fmt.Errorf("reading the saved progress of %s: %w", r.pid, err)}
+		}
 		if !strings.EqualFold(r.pr.UUID, r.j.UUID) {
 			return &Failure{Class: ClassCopiedStick, Err: fmt.Errorf("saved progress is for machine %s, hello from %s", r.pr.UUID, r.j.UUID)}
 		}
+	}
+	if _, err := r.newUserPasswords(); err != nil {
+		return &Failure{Class: ClassKiosk, Err: err}
 	}
 	if r.j.Peer.IsValid() {
 		r.pr.Peer = r.j.Peer.String()
@@ -594,7 +620,7 @@ func (r *run) save(ctx context.Context, note string) error {
 	if err != nil {
 		return &Failure{Class: ClassKiosk, Err: err}
 	}
-	err = r.p.o.Store.SaveProgress(context.WithoutCancel(ctx), r.pid, store.Progress{Step: r.step, Public: b, Secret: []byte(r.password), Attempts: r.attempts}, note)
+	err = r.p.o.Store.SaveProgress(context.WithoutCancel(ctx), r.pid, store.Progress{Step: r.step, Public: b, Secret: encodeSecrets(r.password, r.userPw), Attempts: r.attempts}, note)
 	if err != nil {
 		return &Failure{Class: ClassKiosk, Err: err}
 	}
@@ -803,11 +829,7 @@ func (r *run) enableTLS(ctx context.Context) error { return enableTLS(ctx, r.c) 
 
 // Step 7 (idempotent: the same user and password every time).
 func (r *run) admin(ctx context.Context) error {
-	realm := r.pr.Realm
-	if realm == "" {
-		realm = r.c.Realm()
-	}
-	if err := r.c.SetAdminAclEntryEx(ctx, "admin", realm, wsman.Secret(r.password.Reveal())); err != nil {
+	if err := r.c.SetAdminAclEntryEx(ctx, "admin", r.realm(), wsman.Secret(r.password.Reveal())); err != nil {
 		return fmt.Errorf("SetAdminAclEntryEx: %w", err)
 	}
 	return nil
@@ -821,7 +843,11 @@ func (r *run) mebx(ctx context.Context) error { return setMEBx(ctx, r.c, r.passw
 // Step 11: mark the commit as sent before sending it.
 func (r *run) commit(ctx context.Context) error {
 	r.pr.Committing = true
-	if err := r.saveStep(ctx, StepMEBx, "steps 6–9: TLS enabled, admin ACL and MEBx password set (steps 8, 10 skipped); committing"); err != nil {
+	last := StepMEBx // the last step before the commit that ran
+	if r.p.o.NextPSK {
+		last = StepNextPSK
+	}
+	if err := r.saveStep(ctx, last, r.commitNote()); err != nil {
 		return err
 	}
 	if err := r.c.CommitChanges(ctx); err != nil {
@@ -836,6 +862,18 @@ func (r *run) commit(ctx context.Context) error {
 	}
 	r.pr.Committing, r.pr.Committed = false, true
 	return r.saveStep(ctx, StepCommit, "step 11: committed")
+}
+
+// commitNote says what steps 6–10 did, for the history.
+func (r *run) commitNote() string {
+	s8, s10 := "step 8 skipped", "step 10 skipped"
+	if len(r.p.o.Users) > 0 {
+		s8 = fmt.Sprintf("%d users in the ACL", len(r.p.o.Users))
+	}
+	if r.p.o.NextPSK && r.pr.NextPID != "" {
+		s10 = "next PID " + r.pr.NextPID
+	}
+	return fmt.Sprintf("steps 6–10: TLS enabled, admin ACL and MEBx password set, %s, %s; committing", s8, s10)
 }
 
 // verify reconnects with ordinary TLS trusting only the kiosk CA, checks
@@ -880,6 +918,14 @@ func (r *run) finish(ctx context.Context) error {
 	if r.audit != "" {
 		if err := s.Note(ctx, r.pid, r.audit); err != nil {
 			return &Failure{Class: ClassKiosk, Err: err}
+		}
+	}
+	if r.pr.NextPID != "" {
+		if next, err := setupbin.ParsePID(r.pr.NextPID); err == nil {
+			note := "the machine " + r.j.UUID + " committed holding this PID/PPS as its next one (step 10): it says hello with it after a partial unprovision"
+			if err := s.Note(ctx, next, note); err != nil {
+				return &Failure{Class: ClassKiosk, Err: err}
+			}
 		}
 	}
 	err := s.Transition(ctx, r.pid, store.StateProvisioned, store.Change{Reason: "verified over TLS: kiosk-signed certificate serial " + serial + ", new admin password accepted"})
@@ -927,5 +973,9 @@ func AdminPassword(ctx context.Context, s *store.Store, pid setupbin.PID) (setup
 	if err != nil {
 		return "", err
 	}
-	return setupbin.Password(p.Secret), nil
+	pw, _, err := decodeSecrets(p.Secret)
+	if err != nil {
+		return "", fmt.Errorf("progress of %s: %w", pid, err)
+	}
+	return pw, nil
 }

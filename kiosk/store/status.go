@@ -8,6 +8,8 @@ import (
 // LowPercent defines a stick "running low": fewer than LowPercent per cent
 // of its records are still unconsumed (allocated and not yet known to be
 // consumed or voided). A stick with no record left counts as running low.
+// The stick rows that hold next PID/PPS entries (GiveNextPSK) are not
+// sticks anyone carries and never count.
 const LowPercent = 10
 
 // Count is the number of entries of one profile in one state.
@@ -61,7 +63,7 @@ func (s *Store) Status(ctx context.Context) (Status, error) {
 		}
 	}
 	rows, err = s.db.QueryContext(ctx, s.q(`SELECT label, recipe, profile, record_count, unconsumed, created_at, station FROM sticks
-		WHERE unconsumed * 100 < record_count * ? ORDER BY unconsumed, label`), LowPercent)
+		WHERE unconsumed * 100 < record_count * ? AND recipe <> ? ORDER BY unconsumed, label`), LowPercent, NextPSKRecipe)
 	if err != nil {
 		return st, fmt.Errorf("reading sticks: %w", err)
 	}

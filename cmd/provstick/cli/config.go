@@ -69,10 +69,39 @@ type KioskConfig struct {
 	AMTTLSPort  int           `mapstructure:"amt_tls_port"`
 	KeyForm     string        `mapstructure:"key_form"`
 	PSKEncoding string        `mapstructure:"psk_encoding"`
+	// Users are extra digest users the kiosk adds to every machine it
+	// provisions (spec §6 step 8; none: the step is skipped), each
+	// {name, access: local|network|any, realms: [names, e.g. redirection,
+	// remote-control, hardware-asset]}. Each gets a generated password per
+	// machine, stored encrypted with the machine's progress.
+	Users []KioskUserConfig `mapstructure:"users"`
+	// NextPSK turns on spec §6 step 10: each machine is given the next
+	// PID/PPS from the pool with SetTLSPSK (encoding per psk_encoding,
+	// UNCONFIRMED), so that after a partial unprovision it says hello with
+	// that PID and is provisioned again.
+	NextPSK bool `mapstructure:"next_psk"`
 	// Web is the web console (kiosk/web).
 	Web KioskWebConfig `mapstructure:"web"`
 	// PKI is the PKI path (admin control mode, specs/pki.md).
 	PKI KioskPKIConfig `mapstructure:"pki"`
+}
+
+// KioskUserConfig is one extra digest user (AMT_AuthorizationService.
+// AddUserAclEntryEx).
+type KioskUserConfig struct {
+	// Name is the digest user name: 1 to 16 printable ASCII characters,
+	// not "admin".
+	Name string `mapstructure:"name"`
+	// Access is where the user may connect from: local, network or any.
+	Access string `mapstructure:"access"`
+	// Realms are the AMT realms the user may use, by name: redirection,
+	// pt-administration, hardware-asset, remote-control, storage,
+	// event-manager, storage-admin, agent-presence-local,
+	// agent-presence-remote, circuit-breaker, network-time, general-info,
+	// firmware-update, eit, local-un, endpoint-access-control,
+	// endpoint-access-control-admin, event-log-reader, audit-log, acl,
+	// local-system.
+	Realms []string `mapstructure:"realms"`
 }
 
 // KioskPKIConfig configures PKI provisioning: version-3 hellos from
@@ -139,6 +168,8 @@ var defaults = map[string]any{
 	"kiosk.amt_tls_port":          16993,
 	"kiosk.key_form":              "pps-ascii",
 	"kiosk.psk_encoding":          "text",
+	"kiosk.users":                 []map[string]any{},
+	"kiosk.next_psk":              false,
 
 	"kiosk.web.listen":              ":8443",
 	"kiosk.web.admin_user":          "admin",

@@ -143,6 +143,10 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 	if kc.Concurrency < 1 || kc.Concurrency > 4096 {
 		return fmt.Errorf("configuration field kiosk.concurrency: invalid value %d (want 1 to 4096)", kc.Concurrency)
 	}
+	users, err := kioskUsers(kc.Users)
+	if err != nil {
+		return err
+	}
 	plain, err := provision.ParsePlainMode(f.plainHTTP)
 	if err != nil {
 		return fmt.Errorf("flag --plain-http: %w", err)
@@ -157,7 +161,7 @@ func runKioskServe(ctx context.Context, e *env, f kioskServeFlags) error {
 		MaxHelloConnections: kc.MaxHelloConnections,
 		Provision: provision.Options{
 			Concurrency: kc.Concurrency, StepTimeout: kc.StepTimeout, VerifyDelay: kc.VerifyDelay,
-			KeyForm: keyForm, PSKEncoding: enc, Plain: plain,
+			KeyForm: keyForm, PSKEncoding: enc, Plain: plain, Users: users, NextPSK: kc.NextPSK,
 			Resolve: func(_ context.Context, j provision.Job) (string, error) {
 				if !j.Peer.Addr().IsValid() {
 					return "", errors.New("no peer address")
@@ -390,4 +394,30 @@ func printPKIResult(e *env, r provision.PKIResult) {
 		}
 		fmt.Fprintf(e.stdout, "failed (PKI) %s%s: %v; next: %s\n", r.Job.UUID, state, r.Failure, provision.PKIAdvice(r.Failure.Class))
 	}
+}
+
+// kioskUsers turns kiosk.users into step 8 users, naming the entry and
+// field of a bad value.
+func kioskUsers(cs []KioskUserConfig) ([]provision.User, error) {
+	var us []provision.User
+	for i, c := range cs {
+		field := fmt.Sprintf("kiosk.users[%d]", i)
+		acc, err := wsman.ParseAccessPermission(c.Access)
+		if err != nil {
+			return nil, fmt.Errorf("configuration field %s.access: %w", field, err)
+		}
+		u := provision.User{Name: c.Name, Access: acc}
+		for j, n := range c.Realms {
+			r, err := wsman.ParseRealm(n)
+			if err != nil {
+				return nil, fmt.Errorf("configuration field %s.realms[%d]: %w", field, j, err)
+			}
+			u.Realms = append(u.Realms, r)
+		}
+		us = append(us, u)
+	}
+	if err := provision.CheckUsers(us); err != nil {
+		return nil, fmt.Errorf("configuration field kiosk.users: %w", err)
+	}
+	return us, nil
 }
