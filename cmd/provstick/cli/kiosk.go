@@ -30,7 +30,7 @@ func newKioskCmd(e *env) *cobra.Command {
 		Use:   "kiosk",
 		Short: "Run the offline provisioning server (hellos, DNS, PSK and PKI provisioning)",
 	}
-	cmd.AddCommand(newKioskServeCmd(e), newKioskAuditCmd(e), newKioskHashPasswordCmd(e))
+	cmd.AddCommand(newKioskServeCmd(e), newKioskAuditCmd(e), newKioskHashPasswordCmd(e), newKioskCredentialsCmd(e))
 	addSubcommands(e, cmd)
 	return cmd
 }
