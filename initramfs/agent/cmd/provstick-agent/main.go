@@ -38,7 +38,9 @@
 // (seconds), "me_wait" (seconds to wait for the ME, default 30) and
 // "activate" (host-based activation to client control mode before the
 // ledger line, whose outcome the line records; serial marker
-// "provstick: activation: …").
+// "provstick: activation: …") and "qr" (true: once the line is written,
+// the technician's screen shows it as a QR code, agent.QR; serial marker
+// "provstick: qr: …").
 //
 // It must be built static: CGO_ENABLED=0 go build ./initramfs/agent/cmd/provstick-agent.
 // It requires Linux and is only useful as PID 1.
