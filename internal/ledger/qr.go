@@ -97,22 +97,23 @@ func IsQR(line []byte) bool {
 // ExpandQR returns data with every line that is a QR text (IsQR) replaced
 // by the ledger line it holds, so that Read verifies it like any other;
 // other lines, ledger lines among them, are kept as they are. A QR text
-// that does not decode is kept too: Read reports it as a damaged line,
-// with its line number in data. n counts the QR texts decoded, bad those
-// that were not. A QR text's own line ending (CR LF from some phones) and
-// leading blanks are dropped; trailing spaces are not (space is a base45
-// digit).
-func ExpandQR(data []byte) (out []byte, n, bad int) {
+// that does not decode, or whose line would take the output past max
+// bytes (a few hundred characters can inflate to MaxLineLen), is kept
+// too: Read reports it as a damaged line, with its line number in data.
+// n counts the QR texts decoded, bad those that were not. A QR text's own
+// line ending (CR LF from some phones) and leading blanks are dropped;
+// trailing spaces are not (space is a base45 digit).
+func ExpandQR(data []byte, max int) (out []byte, n, bad int) {
 	if !bytes.Contains(data, []byte(QRPrefix)) {
 		return data, 0, 0
 	}
-	out = make([]byte, 0, len(data)*2)
+	out = make([]byte, 0, len(data))
 	for len(data) > 0 {
 		line, rest, found := bytes.Cut(data, []byte("\n"))
 		data = rest
 		if !IsQR(line) {
 			out = append(out, line...)
-		} else if dec, err := DecodeQR(string(bytes.TrimSuffix(bytes.TrimLeft(line, " \t\ufeff"), []byte("\r")))); err != nil {
+		} else if dec, err := DecodeQR(string(bytes.TrimSuffix(bytes.TrimLeft(line, " \t\ufeff"), []byte("\r")))); err != nil || len(out)+len(dec)+1 > max {
 			out = append(out, line...)
 			bad++
 		} else {

@@ -154,7 +154,7 @@ func TestExpandQR(t *testing.T) {
 	l1, l2 := must(Marshal(sample(1))), must(Marshal(sample(2)))
 	q2 := must(EncodeQR(l2))
 	data := "  " + must(EncodeQR(l1)) + "\r\n" + q2[:len(q2)-5] + "\n" + string(l2) + q2 + "\n"
-	out, n, bad := ExpandQR([]byte(data))
+	out, n, bad := ExpandQR([]byte(data), 1<<20)
 	if n != 2 || bad != 1 {
 		t.Fatalf("n %d bad %d, want 2 1", n, bad)
 	}
@@ -165,8 +165,14 @@ func TestExpandQR(t *testing.T) {
 	if len(l.Records) != 3 || l.Lines != 4 || len(l.Findings) != 2 || l.Findings[0].Line != 2 || l.Findings[0].Code != CodeDamagedLine {
 		t.Fatalf("records %d lines %d findings %v\n%s", len(l.Records), l.Lines, l.Findings, out)
 	}
-	if same, _, _ := ExpandQR(l1); !bytes.Equal(same, l1) {
+	if same, _, _ := ExpandQR(l1, 1<<20); !bytes.Equal(same, l1) {
 		t.Errorf("a ledger without QR texts changed")
+	}
+	// The output stays within max: the second text does not fit.
+	q1 := must(EncodeQR(l1))
+	out, n, bad = ExpandQR([]byte(q1+"\n"+q1+"\n"), len(l1)+10)
+	if n != 1 || bad != 1 || len(out) > len(l1)+10+len(q1)+1 {
+		t.Errorf("max: n %d bad %d, %d bytes", n, bad, len(out))
 	}
 }
 
