@@ -81,7 +81,7 @@ func TestQRFit(t *testing.T) {
 		}
 	}
 	s := Screen{Kind: ScreenDone, Title: "DONE", Lead: "x", QR: q}
-	if out := stripSGR(string(s.Render(80, 25))); !strings.Contains(out, "No QR code: this screen (80x25 characters) is too small") {
+	if out := stripSGR(string(s.Render(80, 25))); !strings.Contains(out, "No QR code: this 80x25 screen is too small for one.") {
 		t.Errorf("80x25 does not say there is no QR code:\n%s", out)
 	}
 }

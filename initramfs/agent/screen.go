@@ -92,7 +92,7 @@ func (s Screen) Render(cols, rows int) []byte {
 	code := s.QR.Fit(cols, rows)
 	if s.QR != nil {
 		if code == nil {
-			s.Lines = append(s.Lines, fmt.Sprintf("No QR code: this screen (%dx%d characters) is too small for one; the line is on the stick.", cols, rows))
+			s.Lines = append(s.Lines, fmt.Sprintf("No QR code: this %dx%d screen is too small for one.", cols, rows))
 		} else {
 			s.Lines = append(s.Lines, "QR code: this ledger line, for the kiosk if the stick does not come back.")
 		}
