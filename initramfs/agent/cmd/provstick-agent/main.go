@@ -35,7 +35,7 @@
 //	                           a byte on the virtio-serial port NAME
 //
 // The stick's provstick/agent.json (agent.Conf) may set "countdown"
-// (seconds), "me_wait" (seconds to wait for the ME, default 30) and
+// (seconds), "me_wait" (seconds to wait for the ME, default 30),
 // "activate" (host-based activation to client control mode before the
 // ledger line, whose outcome the line records; serial marker
 // "provstick: activation: …") and "qr" (true: once the line is written,
