@@ -133,4 +133,12 @@ func TestAgentConfActivation(t *testing.T) {
 	if _, ok := m["me_wait"]; ok {
 		t.Errorf("default recipe's agent.json has me_wait: %v", m)
 	}
+	if _, ok := m["qr"]; ok {
+		t.Errorf("default recipe's agent.json has qr: %v", m)
+	}
+	d := defaultRecipe(t)
+	d.Agent.QR = true
+	if m = conf(d); m["qr"] != true {
+		t.Errorf("agent: {qr: true} gives agent.json %v", m)
+	}
 }

@@ -543,6 +543,9 @@ func (b *Builder) layout(s Stick, sb *setupbin.Reader, bf *bootFiles) ([]imageFi
 	if r.Agent.MEWait > 0 {
 		conf["me_wait"] = r.Agent.MEWait
 	}
+	if r.Agent.QR {
+		conf["qr"] = true
+	}
 	if r.Agent.Activate == ActivateClientControl {
 		// Read at build time, never from the recipe (see Agent).
 		secret, err := r.Agent.ActivationSecret()

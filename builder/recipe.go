@@ -97,6 +97,11 @@ type Agent struct {
 	// MEWait is how long the agent waits for the ME to answer, in
 	// seconds (0: the agent's default, 30).
 	MEWait int `yaml:"me_wait"`
+	// QR shows the ledger line as a QR code on the technician's screen
+	// once it is written (off by default), for sites where sticks do not
+	// come back: a phone scans it and the kiosk imports the text
+	// (provstick ledger import).
+	QR bool `yaml:"qr"`
 	// Activate is "none" (default) or "client-control".
 	Activate string `yaml:"activate"`
 	// AMTPassword is "derived" (default with activation) or "fixed".

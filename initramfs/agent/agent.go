@@ -18,6 +18,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -82,6 +83,9 @@ func ClockPlausible(t time.Time) bool {
 // Result is what happened.
 type Result struct {
 	Record *ledger.Record // the line appended
+	// Sum is the appended line's checksum ("sha256:…"), as the kiosk will
+	// see it.
+	Sum string
 	// OK is true when the technician has nothing to do but remove the
 	// stick.
 	OK bool
@@ -197,6 +201,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	phase("write")
 	res := &Result{Record: rec, Ledger: lg, Started: start, Elapsed: time.Since(start), MEElapsed: meElapsed, Phases: phases}
+	if line, err := ledger.Marshal(rec); err == nil { // the bytes Append wrote: Marshal is deterministic
+		if r, err := ledger.Unmarshal(bytes.TrimSuffix(line, []byte("\n"))); err == nil {
+			res.Sum = r.Sum
+		}
+	}
 	if sb != nil {
 		res.OK, res.Message = render(rec, lg, sb.Header)
 	} else {

@@ -44,6 +44,9 @@ type Conf struct {
 	MEWait *int `json:"me_wait"`
 	// Activate asks for host-based activation; nil: none.
 	Activate *ActivateConf `json:"activate"`
+	// QR shows the ledger line as a QR code on the technician's screen
+	// (ledger.ForQR, ledger.EncodeQR); false: off.
+	QR bool `json:"qr"`
 }
 
 // ActivateConf is agent.json's activate member.

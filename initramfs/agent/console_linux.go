@@ -20,6 +20,12 @@ type Console struct {
 	f          *os.File
 	cols, rows int
 	cur        Screen
+	// footerCols is the footer's width as last drawn (less than cols
+	// beside a QR code); qr the code drawn, if any.
+	footerCols int
+	qr         *QRCode
+	// undouble puts back the font doubleFont replaced (nil: not doubled).
+	undouble func() error
 }
 
 // OpenConsole opens path (DefaultConsole if empty), silences kernel
@@ -38,7 +44,8 @@ func OpenConsole(path string) (*Console, error) {
 	_ = os.WriteFile("/proc/sys/kernel/printk", []byte("1"), 0)
 	c.size()
 	if c.cols >= 120 {
-		if err := doubleFont(int(f.Fd())); err == nil {
+		if undo, err := doubleFont(int(f.Fd())); err == nil {
+			c.undouble = undo
 			c.size()
 		}
 	}
@@ -55,17 +62,34 @@ func (c *Console) size() {
 // Size is the console's size in characters.
 func (c *Console) Size() (cols, rows int) { return c.cols, c.rows }
 
-// Draw redraws the whole screen.
+// Draw redraws the whole screen. A QR code that does not fit the doubled
+// font's grid gets the normal font back (text half the size, four times
+// the cells).
 func (c *Console) Draw(s Screen) error {
 	c.cur = s
+	c.qr = s.QR.Fit(c.cols, c.rows)
+	if s.QR != nil && c.qr == nil && c.undouble != nil {
+		if err := c.undouble(); err == nil {
+			c.size()
+			c.qr = s.QR.Fit(c.cols, c.rows)
+		}
+		c.undouble = nil
+	}
+	c.footerCols = c.cols
+	if c.qr != nil {
+		c.footerCols -= c.qr.Cols()
+	}
 	_, err := c.f.Write(s.Render(c.cols, c.rows))
 	return err
 }
 
+// QRCode is the QR code the last Draw put on the screen (nil: none).
+func (c *Console) QRCode() *QRCode { return c.qr }
+
 // Footer replaces the footer line (the countdown) of the current screen.
 func (c *Console) Footer(text string) error {
 	c.cur.Footer = text
-	_, err := c.f.Write(c.cur.FooterUpdate(c.cols, c.rows))
+	_, err := c.f.Write(c.cur.footerUpdate(max(c.footerCols, 40), max(c.rows, 10)))
 	return err
 }
 
@@ -89,14 +113,15 @@ const (
 // doubleFont reads the console font and sets one twice as wide and high
 // (8×16 becomes 16×32). fbcon accepts it; vgacon refuses any width but 8,
 // which leaves VGA text mode as it is (80×25 is already large).
-func doubleFont(fd int) error {
+// It returns a function that sets the original font again.
+func doubleFont(fd int) (undo func() error, err error) {
 	buf := make([]byte, 512*fontVPitch*4)
 	get := consoleFontOp{op: kdFontOpGet, width: 32, height: 32, charcount: 512, data: &buf[0]}
 	if err := ioctlPtr(fd, kdFontOp, unsafe.Pointer(&get)); err != nil {
-		return fmt.Errorf("reading the console font: %w", err)
+		return nil, fmt.Errorf("reading the console font: %w", err)
 	}
 	if get.width != 8 || get.height == 0 || get.height > 16 || get.charcount == 0 || get.charcount > 512 {
-		return fmt.Errorf("console font %d×%d×%d: not doubled", get.width, get.height, get.charcount)
+		return nil, fmt.Errorf("console font %d×%d×%d: not doubled", get.width, get.height, get.charcount)
 	}
 	out := make([]byte, int(get.charcount)*fontVPitch*2)
 	for ch := 0; ch < int(get.charcount); ch++ {
@@ -110,9 +135,16 @@ func doubleFont(fd int) error {
 	}
 	set := consoleFontOp{op: kdFontOpSet, width: 16, height: 2 * get.height, charcount: get.charcount, data: &out[0]}
 	if err := ioctlPtr(fd, kdFontOp, unsafe.Pointer(&set)); err != nil {
-		return fmt.Errorf("setting a doubled console font: %w", err)
+		return nil, fmt.Errorf("setting a doubled console font: %w", err)
 	}
-	return nil
+	undo = func() error {
+		orig := consoleFontOp{op: kdFontOpSet, width: get.width, height: get.height, charcount: get.charcount, data: &buf[0]}
+		if err := ioctlPtr(fd, kdFontOp, unsafe.Pointer(&orig)); err != nil {
+			return fmt.Errorf("setting the console font back: %w", err)
+		}
+		return nil
+	}
+	return undo, nil
 }
 
 // spread doubles each bit of b: 0b1010_0000 → 0b1100_1100_0000_0000.

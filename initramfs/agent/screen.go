@@ -30,6 +30,9 @@ type Screen struct {
 	Lead   string
 	Lines  []string
 	Footer string
+	// QR, when set, is drawn at the right if one of its forms fits the
+	// console (QR.Fit); otherwise a line says why there is none.
+	QR *QR
 }
 
 // ResultScreen turns the agent's result into a screen.
@@ -86,10 +89,22 @@ func FooterRow(rows int) int { return max(rows-1, 1) }
 // rows characters (the whole screen is redrawn).
 func (s Screen) Render(cols, rows int) []byte {
 	cols, rows = max(cols, 40), max(rows, 10)
+	code := s.QR.Fit(cols, rows)
+	if s.QR != nil {
+		if code == nil {
+			s.Lines = append(s.Lines, fmt.Sprintf("No QR code: this %dx%d screen is too small for one.", cols, rows))
+		} else {
+			s.Lines = append(s.Lines, "QR code: this ledger line, for the kiosk if the stick does not come back.")
+		}
+	}
 	var b strings.Builder
 	b.WriteString(noBlank + hideCursor + clearAll)
+	textCols := cols
+	if code != nil {
+		textCols = cols - code.Cols()
+	}
 	bar := func(text string) {
-		fmt.Fprintf(&b, esc+"%sm%s"+esc+"0m\r\n", s.Kind.sgr(), pad(text, cols))
+		fmt.Fprintf(&b, esc+"%sm%s"+esc+"0m\r\n", s.Kind.sgr(), pad(text, textCols))
 	}
 	bar("")
 	bar("  " + toConsole(s.Title))
@@ -98,7 +113,7 @@ func (s Screen) Render(cols, rows int) []byte {
 	row := 5
 	budget := FooterRow(rows) - 2 // rows left for text above the footer
 	put := func(attr, text string) {
-		for _, l := range wrap(toConsole(text), cols-4) {
+		for _, l := range wrap(toConsole(text), textCols-4) {
 			if row > budget {
 				return
 			}
@@ -120,16 +135,30 @@ func (s Screen) Render(cols, rows int) []byte {
 		}
 		put(attr, l)
 	}
+	if code != nil {
+		top := 1 + (rows-code.Rows())/2
+		for i, l := range code.lines() {
+			fmt.Fprintf(&b, esc+"%d;%dH"+esc+"0;1;37;40m%s"+esc+"0m", top+i, textCols+1, l)
+		}
+	}
 	if s.Footer != "" {
-		b.Write(s.FooterUpdate(cols, rows))
+		b.Write(s.footerUpdate(textCols, rows))
 	}
 	return []byte(b.String())
 }
 
-// FooterUpdate redraws only the footer row (the countdown).
+// FooterUpdate redraws only the footer row (the countdown), beside the QR
+// code if there is one.
 func (s Screen) FooterUpdate(cols, rows int) []byte {
 	cols, rows = max(cols, 40), max(rows, 10)
-	return fmt.Appendf(nil, esc+"%d;1H"+esc+"%sm%s"+esc+"0m", FooterRow(rows), s.Kind.sgr(), pad("  "+toConsole(s.Footer), cols))
+	if code := s.QR.Fit(cols, rows); code != nil {
+		cols -= code.Cols()
+	}
+	return s.footerUpdate(cols, rows)
+}
+
+func (s Screen) footerUpdate(width, rows int) []byte {
+	return fmt.Appendf(nil, esc+"%d;1H"+esc+"%sm%s"+esc+"0m", FooterRow(rows), s.Kind.sgr(), pad("  "+toConsole(s.Footer), width))
 }
 
 func pad(s string, n int) string {

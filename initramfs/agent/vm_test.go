@@ -14,10 +14,18 @@ package agent
 // parsed by our reader: exactly one new line, earlier lines byte for byte
 // unchanged, with the record, PID, the simulator's UUID and AMT version,
 // and swtpm's EK hash as computed on the host from the same swtpm state
-// (the agent's ReadEK over swtpm's TCP interface). Boots 1, 2 and 4 take a
-// screenshot of the technician's screen over the QEMU monitor
-// (screendump, PPM → PNG, kept under PROVSTICK_ARTIFACTS if set) and read
+// (the agent's ReadEK over swtpm's TCP interface). Every boot but boot 3
+// takes a screenshot of the technician's screen over the QEMU monitor
+// (screendump, PPM → PNG, kept under PROVSTICK_ARTIFACTS if set) and reads
 // it with tesseract.
+//
+// Boots 2 and 3 have agent.json "qr": true. Boot 2 (OVMF, 1280×800
+// framebuffer) shows the QR code: zbarimg (zbar-tools), a decoder
+// independent of ours, reads it from the screenshot, ledger.DecodeQR turns
+// the text into a line, and that line must be byte for byte
+// ledger.ForQR's line of the ledger line read back from the image. Boot 3
+// (SeaBIOS, VGA text 80×25: too small for any form) must say on the
+// screen that there is no QR code.
 //
 // Guest view: the image is a USB stick (qemu-xhci + usb-storage,
 // /dev/sda, FAT on /dev/sda1 labelled PROVSTICK); the ME simulator
@@ -37,6 +45,7 @@ package agent
 import (
 	"bytes"
 	"fmt"
+	"image"
 	"os"
 	"regexp"
 	"strings"
@@ -64,6 +73,7 @@ func TestVMAgent(t *testing.T) {
 	}
 	dir := t.TempDir()
 	s := buildStick(t, dir, 6, 101, "provstick.mei=virtio:org.provstick.mei")
+	t.Logf("initramfs (zstd) on the stick: %d bytes", len(s.get(t, "provstick/initrd.img")))
 	// A countdown long enough to take the screenshot; the test quits QEMU
 	// through the monitor once it has it.
 	var results []bootResult
@@ -75,6 +85,7 @@ func TestVMAgent(t *testing.T) {
 		restore  []byte
 		tpm      bool
 		shot     bool
+		qr       bool
 		wantCase ledger.Case
 		wantRec  int
 		wantSkip []int
@@ -84,9 +95,10 @@ func TestVMAgent(t *testing.T) {
 	steps := []*step{
 		{name: "1-legacy-A", consume: 1, tpm: true, shot: true, wantCase: ledger.CaseNormal, wantRec: 101,
 			wantOCR: []string{"DONE", "Record 101", "Remove the stick", "Powering off in"}},
-		{name: "2-uefi-B", uefi: true, consume: 1, tpm: true, shot: true, wantCase: ledger.CaseNormal, wantRec: 102,
-			wantOCR: []string{"DONE", "Record 102", "Remove the stick", "Powering off in"}},
-		{name: "3-legacy-C-multiple", consume: 2, tpm: true, wantCase: ledger.CaseMultiple, wantRec: 104, wantSkip: []int{103}},
+		{name: "2-uefi-B", uefi: true, consume: 1, tpm: true, shot: true, qr: true, wantCase: ledger.CaseNormal, wantRec: 102,
+			wantOCR: []string{"DONE", "Record 102", "Remove the stick", "QR code: this ledger line", "Powering off in"}},
+		{name: "3-legacy-C-multiple", consume: 2, tpm: true, shot: true, qr: true, wantCase: ledger.CaseMultiple, wantRec: 104, wantSkip: []int{103},
+			wantOCR: []string{"ATTENTION", "records were consumed", "Record 104", "No QR code", "Powering off in"}},
 		{name: "4-uefi-D-rollback", uefi: true, shot: true, wantCase: ledger.CaseRollback,
 			wantOCR: []string{"PROBLEM", "LOWER than the ledger", "Powering off in"}},
 	}
@@ -111,7 +123,7 @@ func TestVMAgent(t *testing.T) {
 			}
 			// The countdown comes from provstick/agent.json (the
 			// recipe's agent.countdown) when the command line has none.
-			s.put(t, "provstick/agent.json", fmt.Appendf(nil, `{"format":"provstick-agent/1","after":"poweroff","countdown":%s}`, countdown))
+			s.put(t, "provstick/agent.json", fmt.Appendf(nil, `{"format":"provstick-agent/1","after":"poweroff","countdown":%s,"qr":%t}`, countdown, st.qr))
 			r := bootOnce(t, s.img, st.uefi, m, st.shot, st.wantOCR)
 			r.name = st.name
 			results = append(results, r)
@@ -160,6 +172,9 @@ func TestVMAgent(t *testing.T) {
 			if i == 1 {
 				afterBoot2 = s.setupBin(t)
 			}
+			if st.qr && st.uefi {
+				checkQR(t, r.screenshot, raw)
+			}
 		}) {
 			break
 		}
@@ -171,6 +186,39 @@ func TestVMAgent(t *testing.T) {
 			r.ready.Seconds(), r.ledgerAt.Seconds(), (r.ready - r.sinceBoot).Seconds(), (r.sinceBoot - r.modules).Seconds(), r.modules.Seconds(), r.initToFsync.Seconds(), r.run.Seconds(), r.me.Seconds())
 	}
 	t.Logf("load average: %s", loadAvg())
+}
+
+// checkQR reads the QR code in the screenshot png with zbarimg and checks
+// that it holds ledger.ForQR's line of the last line of the ledger raw
+// (as read back from the image), byte for byte, and that the line
+// verifies and names the full line.
+func checkQR(t *testing.T, png string, raw []byte) {
+	t.Helper()
+	if png == "" {
+		t.Fatal("no screenshot to read the QR code from")
+	}
+	text := zbarFile(t, png)
+	line, err := ledger.DecodeQR(text)
+	if err != nil {
+		t.Fatalf("zbarimg read %q from %s: %v", text, png, err)
+	}
+	lines := bytes.Split(bytes.TrimSuffix(raw, []byte("\n")), []byte("\n"))
+	full, err := ledger.Unmarshal(lines[len(lines)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ledger.Marshal(ledger.ForQR(full, full.Sum, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(line, bytes.TrimSuffix(want, []byte("\n"))) {
+		t.Fatalf("the QR code holds\n%s\nwant (ForQR of the line on the stick)\n%s", line, want)
+	}
+	got, err := ledger.Unmarshal(line)
+	if err != nil || !ledger.SameLine(got.FullSum, full.Sum) {
+		t.Fatalf("the QR line does not verify or name the line %s: %v, %+v", full.Sum, err, got)
+	}
+	t.Logf("QR code read by zbarimg from %s: %d characters → %d-byte line (the line on the stick: %d bytes), names %s", png, len(text), len(line), len(lines[len(lines)-1]), got.FullSum)
 }
 
 // bootOnce boots img as machine m and waits for the ledger line; with
@@ -235,7 +283,7 @@ func checkScreen(t *testing.T, v *vm, want []string) (png, text string, err erro
 		if err != nil {
 			return "", "", err
 		}
-		text = ocr(t, img)
+		text = ocr(t, textPart(img))
 		missing := ""
 		for _, w := range want {
 			if !ocrHas(text, w) {
@@ -254,6 +302,32 @@ func checkScreen(t *testing.T, v *vm, want []string) (png, text string, err erro
 		time.Sleep(time.Second)
 	}
 	return "", text, nil
+}
+
+// textPart is img left of a QR code, if there is one (tesseract reads
+// the code's modules as rows of garbage and loses the text beside it): a
+// column more than 40 % white is the code's quiet zone; text is never
+// that dense.
+func textPart(img image.Image) image.Image {
+	b := img.Bounds()
+	for x := b.Min.X; x < b.Max.X; x++ {
+		n := 0
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			if min(r, g, bl)>>8 >= 0xf0 {
+				n++
+			}
+		}
+		if n*10 > b.Dy()*4 {
+			if sub, ok := img.(interface {
+				SubImage(image.Rectangle) image.Image
+			}); ok && x > b.Min.X {
+				return sub.SubImage(image.Rect(b.Min.X, b.Min.Y, x, b.Max.Y))
+			}
+			break
+		}
+	}
+	return img
 }
 
 var (

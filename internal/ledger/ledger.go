@@ -119,6 +119,11 @@ type Record struct {
 	// Missing names each source that gave nothing, with why.
 	Missing []Missing `json:"missing,omitempty"`
 
+	// FullSum is set only on a line made for a QR code (ForQR): the Sum of
+	// the full ledger line on the stick that this shorter line stands
+	// for. The kiosk treats both as the same line.
+	FullSum string `json:"full_sum,omitempty"`
+
 	// Sum is set by Marshal and checked by Read; callers leave it empty.
 	Sum string `json:"sum,omitempty"`
 }

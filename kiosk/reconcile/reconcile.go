@@ -140,7 +140,12 @@ type Report struct {
 	Consumed   int `json:"consumed"`
 	Matched    int `json:"matched"`
 	// Repeat: the same bytes were imported before.
-	Repeat        bool          `json:"repeat"`
+	Repeat bool `json:"repeat"`
+	// QRTexts counts the lines that were QR texts of ledger lines (scanned
+	// from the technician's screen, ledger.ExpandQR) and were decoded;
+	// QRBad those that did not decode (also counted in Damaged).
+	QRTexts       int           `json:"qr_texts,omitempty"`
+	QRBad         int           `json:"qr_bad,omitempty"`
 	Discrepancies []Discrepancy `json:"discrepancies"`
 }
 
@@ -189,6 +194,9 @@ func Import(ctx context.Context, st *store.Store, name string, r io.Reader, opts
 			Advice: "check that the file is a stick's provstick/ledger.jsonl"}, false)
 		return rep, im.err
 	}
+	// A file of scanned QR texts (or a ledger with some among its lines)
+	// becomes the ledger lines they hold, verified below like any other.
+	data, rep.QRTexts, rep.QRBad = ledger.ExpandQR(data, int(min(2*limit, 1<<30)))
 	l, err := ledger.Read(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("reading ledger %s: %w", name, err)
@@ -362,7 +370,13 @@ func (im *importer) stick(ctx context.Context, label string, recs []*ledger.Reco
 	var last *ledger.Record
 	out := make([]store.LedgerRecord, 0, len(recs))
 	for _, rec := range recs {
-		if s := sums[rec.Seq]; len(s) > 0 && !slices.Contains(s, rec.Sum) {
+		// A QR line (ledger.ForQR) stands for the full line whose sum it
+		// names: both are one line to the store.
+		sum := rec.Sum
+		if rec.FullSum != "" {
+			sum = rec.FullSum
+		}
+		if s := sums[rec.Seq]; len(s) > 0 && !slices.ContainsFunc(s, func(k string) bool { return ledger.SameLine(k, sum) }) {
 			im.add(ctx, Discrepancy{Kind: KindLedgerConflict, Severity: SeverityAlarm, Subject: subject,
 				Detail: fmt.Sprintf("line seq %d differs from the one imported before: two different ledgers for one stick", rec.Seq),
 				Advice: "the stick was copied: find the copies and void the stick's remaining entries"}, true)
@@ -384,7 +398,7 @@ func (im *importer) stick(ctx context.Context, label string, recs []*ledger.Reco
 				Advice: "an older setup.bin was written back (or the stick copied): records may be handed out twice; void the stick's remaining entries"}, true)
 		}
 		last = rec
-		lr := store.LedgerRecord{Stick: label, Seq: rec.Seq, Sum: rec.Sum, Case: string(rec.Case), Record: rec.Record,
+		lr := store.LedgerRecord{Stick: label, Seq: rec.Seq, Sum: sum, Case: string(rec.Case), Record: rec.Record,
 			Consumed: int64(rec.Consumed), At: rec.Time}
 		if rec.AMT != nil {
 			lr.UUID = strings.ToLower(strings.TrimSpace(rec.AMT.UUID))

@@ -59,6 +59,9 @@ func (w webReconciler) ImportLedger(ctx context.Context, name string, r io.Reade
 	}
 	res := web.ImportResult{Source: rep.Source, Stick: rep.Stick, Records: rep.Records, New: rep.NewRecords,
 		Damaged: rep.Damaged, Discrepancies: len(rep.Discrepancies)}
+	if rep.QRTexts+rep.QRBad > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("%d QR texts decoded, %d unreadable", rep.QRTexts, rep.QRBad))
+	}
 	for _, f := range rep.Findings {
 		res.Notes = append(res.Notes, fmt.Sprint(f))
 	}

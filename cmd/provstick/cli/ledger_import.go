@@ -31,11 +31,19 @@ import time is set, and what does not add up is reported: damaged lines,
 another pool's stick, a counter that went backwards, a copied stick (one
 PID on two machines, or two different ledgers for one stick).
 
+FILE may also hold QR texts (PSL1:…), one a line, as a phone's scanner
+gives them from the technician's screen (recipe agent.qr) at sites where
+sticks do not come back: each is decoded to the ledger line it holds and
+verified like any other line. Such a line is shorter than the one on the
+stick (no EK certificate, no root hashes) and names it by its checksum:
+when the stick does come back, its ledger imports without a conflict.
+
 Importing the same ledger again changes nothing. A damaged ledger is never
 fatal: its valid lines are imported. The status is 1 when the report holds
 an alarm. Needs no passphrase.`,
 		Example: `  provstick ledger import /media/PROVSTICK
-  provstick ledger import stick.img --json`,
+  provstick ledger import stick.img --json
+  provstick ledger import scanned-qr-codes.txt`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			data, where, err := readLedgerSource(args[0])
@@ -79,6 +87,12 @@ func printImport(w io.Writer, rep *reconcile.Report) {
 	fmt.Fprintf(w, "%s: stick %s, %d records, %d lines", rep.Source, stick, rep.Records, rep.Lines)
 	if rep.Damaged > 0 {
 		fmt.Fprintf(w, ", %d damaged", rep.Damaged)
+	}
+	if rep.QRTexts+rep.QRBad > 0 {
+		fmt.Fprintf(w, ", %d QR texts decoded", rep.QRTexts)
+		if rep.QRBad > 0 {
+			fmt.Fprintf(w, " (%d unreadable)", rep.QRBad)
+		}
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "consumed %d, already known %d, new ledger records %d", rep.Consumed, rep.Matched, rep.NewRecords)

@@ -35,10 +35,12 @@
 //	                           a byte on the virtio-serial port NAME
 //
 // The stick's provstick/agent.json (agent.Conf) may set "countdown"
-// (seconds), "me_wait" (seconds to wait for the ME, default 30) and
+// (seconds), "me_wait" (seconds to wait for the ME, default 30),
 // "activate" (host-based activation to client control mode before the
 // ledger line, whose outcome the line records; serial marker
-// "provstick: activation: …").
+// "provstick: activation: …") and "qr" (true: once the line is written,
+// the technician's screen shows it as a QR code, agent.QR; serial marker
+// "provstick: qr: …").
 //
 // It must be built static: CGO_ENABLED=0 go build ./initramfs/agent/cmd/provstick-agent.
 // It requires Linux and is only useful as PID 1.

@@ -77,6 +77,13 @@ func run() {
 	if con != nil {
 		scr.Footer = footer(boot, countdown)
 		con.Draw(scr)
+		if c := con.QRCode(); c != nil {
+			cols, rows := con.Size()
+			say("qr: %s, on a %dx%d console", c, cols, rows)
+		} else if scr.QR != nil {
+			cols, rows := con.Size()
+			say("qr: no form fits the %dx%d console; the screen says so", cols, rows)
+		}
 		say("screen drawn")
 	}
 	if os.Getpid() != 1 {
@@ -168,6 +175,13 @@ func work(initStart time.Time, boot agent.Boot, skipped []string, log *slog.Logg
 	}
 	say("agent phases: %s; machine (during the stick search): %s", agent.PhasesString(res.Phases), agent.PhasesString(m.Phases))
 	scr := agent.ResultScreen(res)
+	if conf.QR {
+		if q, err := agent.QRFor(res.Record, res.Sum); err != nil {
+			say("qr: %v", err)
+		} else {
+			scr.QR = q
+		}
+	}
 	title := "DONE"
 	if !res.OK {
 		title = "ATTENTION"
