@@ -30,6 +30,7 @@ declare -A APT=(
 	[grub-efi-amd64-signed]=/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed  # and Debian-signed grub
 	[iproute2]=/usr/sbin/ip                            # kiosk discovery test in network namespaces
 	[tesseract-ocr]=/usr/bin/tesseract                 # reads the technician screen off QEMU screenshots
+	[zbar-tools]=/usr/bin/zbarimg                       # reads the agent's QR code off QEMU screenshots
 	[systemd]=/usr/bin/systemd-analyze                  # the package test verifies the kiosk unit
 	[man-db]=/usr/bin/man
 )
