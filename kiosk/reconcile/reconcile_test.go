@@ -124,7 +124,7 @@ func goldens(t testing.TB) map[string][]byte {
 	pki1.PID, pki2.PID, pki1.Kind, pki2.Kind = "", "", "pki", "pki"
 	pki := lines(t, pki1, pki2)
 	return map[string][]byte{
-		"pki.jsonl": pki,
+		"pki.jsonl":  pki,
 		"good.jsonl": good, "badsum.jsonl": badsum, "torn.jsonl": torn, "rollback.jsonl": rollback,
 		"copied.jsonl": copied, "older.jsonl": older, "foreign.jsonl": foreign, "mismatch.jsonl": mismatch,
 		"truncated.jsonl": good[:len(good)/2],
