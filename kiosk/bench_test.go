@@ -109,7 +109,9 @@ var (
 // socket/connect/write/close system calls, one connection per hello, as
 // AMT devices do) and waits for the server to have handled them all. It
 // reports hellos/s, the server process's CPU time per hello (this process:
-// the listener under test, and little else) and the sender's. The kiosk
+// the listener under test, and little else), the sender's, and the
+// server's voluntary context switches per hello (threads going to sleep
+// and being woken: goroutines parked and readied). The kiosk
 // and the plain accept loop get the same senders.
 func helloBench(b *testing.B, addr string, msg []byte, wait func()) {
 	cmd := exec.Command(os.Args[0])
@@ -119,19 +121,21 @@ func helloBench(b *testing.B, addr string, msg []byte, wait func()) {
 		cmd.Env = append(cmd.Env, "PROVSTICK_HELLO_PIN=1")
 	}
 	cmd.Stderr = os.Stderr
+	b.ReportAllocs()
 	runtime.GC()
-	cpu0 := cpuTime()
+	cpu0, sw0 := cpuTime(), ctxSwitches()
 	b.ResetTimer()
 	if err := cmd.Run(); err != nil {
 		b.Fatalf("hello sender: %v", err)
 	}
 	wait()
 	b.StopTimer()
-	cpu := cpuTime() - cpu0
+	cpu, sw := cpuTime()-cpu0, ctxSwitches()-sw0
 	sender := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hellos/s")
 	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "cpu-us/hello")
 	b.ReportMetric(float64(sender.Nanoseconds())/1e3/float64(b.N), "sender-cpu-us/hello")
+	b.ReportMetric(float64(sw)/float64(b.N), "ctxsw/hello")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -163,9 +167,13 @@ func BenchmarkHellos(b *testing.B) {
 	}
 	before, _ := bn.k.HelloLogStats()
 	helloBench(b, bn.k.o.HelloListener.Addr().String(), msg, func() { waitLog(b, bn, before) })
-	if s := bn.k.HelloStats(); s.Malformed != 0 {
+	s := bn.k.HelloStats()
+	if s.Malformed != 0 {
 		b.Errorf("malformed: %+v", s)
 	}
+	// The share of connections whose hello had not all arrived when
+	// accepted (read on a goroutine of their own, with the deadline).
+	b.ReportMetric(float64(s.Waited)/float64(s.Connections), "waited/hello")
 }
 
 // BenchmarkHellosPeer is the floor: the same senders against a plain Go
