@@ -209,15 +209,18 @@ func (l *Listener) accept(ctx context.Context, ln net.Listener, ra *rawAcceptor,
 			return nil
 		}
 		var (
-			c    net.Conn
+			c    conn
 			fd   int
 			peer netip.AddrPort
 			err  error
 		)
 		if ra != nil {
 			fd, peer, err = ra.accept()
-		} else if c, err = ln.Accept(); err == nil {
-			peer = addrPort(c.RemoteAddr())
+		} else {
+			var nc net.Conn
+			if nc, err = ln.Accept(); err == nil {
+				c, peer = nc, addrPort(nc.RemoteAddr())
+			}
 		}
 		if err != nil {
 			<-sem
@@ -263,7 +266,7 @@ func (l *Listener) accept(ctx context.Context, ln net.Listener, ra *rawAcceptor,
 			// Read what is there; c is nil when the hello was handled.
 			var n int
 			bp := l.bufs.Get().(*[]byte)
-			if c, n, err = readRaw(fd, *bp); c == nil {
+			if c, n, err = readRaw(fd, peer, *bp); c == nil {
 				r := Received{At: now, Peer: peer}
 				if err != nil {
 					r.Err = err
@@ -297,10 +300,18 @@ func (l *Listener) accept(ctx context.Context, ln net.Listener, ra *rawAcceptor,
 	}
 }
 
+// conn is what serveConn reads: a net.Conn, or on the raw path the
+// connection's descriptor as a pollable *os.File.
+type conn interface {
+	Read([]byte) (int, error)
+	SetReadDeadline(time.Time) error
+	Close() error
+}
+
 // serveConn reads the rest of one hello from c into buf, whose first n
 // bytes were read already, and hands it on. The deadline runs from at, the
 // moment c was accepted.
-func (l *Listener) serveConn(ctx context.Context, c net.Conn, peer netip.AddrPort, at time.Time, buf []byte, n int) {
+func (l *Listener) serveConn(ctx context.Context, c conn, peer netip.AddrPort, at time.Time, buf []byte, n int) {
 	defer c.Close()
 	c.SetReadDeadline(at.Add(l.o.ReadTimeout))
 	r := Received{At: at, Peer: peer}
@@ -338,7 +349,7 @@ func (l *Listener) account(ctx context.Context, r Received) {
 // readAll reads until EOF into buf after its first n bytes (len(buf) =
 // MaxSize+1, so one byte past the largest hello proves the message too
 // long).
-func readAll(c net.Conn, buf []byte, n int) ([]byte, error) {
+func readAll(c conn, buf []byte, n int) ([]byte, error) {
 	for {
 		if n == len(buf) {
 			return nil, fmt.Errorf("reading a hello: more than %d bytes: %w", wire.MaxSize, ErrTooLarge)

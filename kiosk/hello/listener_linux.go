@@ -128,11 +128,12 @@ func (a *rawAcceptor) peer() netip.AddrPort {
 
 // readRaw reads a freshly accepted non-blocking descriptor into buf
 // without waiting. When the peer's bytes and EOF are all there (with
-// TCP_DEFER_ACCEPT nearly always), it closes fd and returns c == nil and
-// the message (buf[:n]) or why it is malformed. Otherwise it returns fd as
-// a net.Conn (the netpoller and a deadline take over) and the n bytes
+// TCP_DEFER_ACCEPT, nearly always under load), it closes fd and returns
+// c == nil and the message (buf[:n]) or why it is malformed. Otherwise it
+// returns fd as a pollable *os.File named after the peer (the netpoller
+// and a deadline take over; errors read "read PEER: ...") and the n bytes
 // read so far.
-func readRaw(fd int, buf []byte) (c net.Conn, n int, err error) {
+func readRaw(fd int, peer netip.AddrPort, buf []byte) (c conn, n int, err error) {
 	for {
 		if n == len(buf) {
 			closeFD(fd)
@@ -147,13 +148,7 @@ func readRaw(fd int, buf []byte) (c net.Conn, n int, err error) {
 			n += m
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
-			f := os.NewFile(uintptr(fd), "hello")
-			c, err := net.FileConn(f) // a duplicate of fd
-			f.Close()
-			if err != nil {
-				return nil, n, fmt.Errorf("reading a hello after %d bytes: %w", n, err)
-			}
-			return c, n, nil
+			return os.NewFile(uintptr(fd), peer.String()), n, nil
 		default:
 			closeFD(fd)
 			return nil, n, fmt.Errorf("reading a hello after %d bytes: %w", n, os.NewSyscallError("read", err))

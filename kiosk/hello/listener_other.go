@@ -26,7 +26,7 @@ func (*rawAcceptor) accept() (int, netip.AddrPort, error) {
 	return -1, netip.AddrPort{}, errors.New("hello listener: raw accept is Linux only")
 }
 
-func readRaw(int, []byte) (net.Conn, int, error) {
+func readRaw(int, netip.AddrPort, []byte) (conn, int, error) {
 	return nil, 0, errors.New("hello listener: raw read is Linux only")
 }
 
