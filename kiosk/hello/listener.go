@@ -163,7 +163,9 @@ func (l *Listener) Stats() Stats {
 }
 
 // Serve accepts connections on ln until ctx ends (then it returns nil) or
-// ln fails. It closes ln and waits for the connections it is reading.
+// ln fails. It closes ln and waits for the connections it is reading. On
+// the Linux path (a *net.TCPListener) it accepts on a duplicate of ln's
+// descriptor, so closing ln elsewhere does not stop it: end ctx instead.
 func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
