@@ -230,9 +230,11 @@ func (l *Listener) accept(ctx context.Context, ln net.Listener, ra *rawAcceptor,
 				return nil
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				// Out of descriptors or a transient error: back off, as
-				// net/http does, rather than give up the listener.
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+				errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
+				// Out of descriptors or memory, or a transient error:
+				// back off, as net/http does, rather than give up the
+				// listener.
 				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
 				l.log.Warn("hello listener: accept failed, retrying", "err", err, "delay", tempDelay)
 				select {
