@@ -26,7 +26,12 @@
 #    FIN runs in the sender's system calls (softirq), so it is counted as
 #    sender CPU; the server's own CPU is accept, read, close, and the FIN it
 #    sends. "Capacity with remote senders" divides the cores by the
-#    server's CPU per hello; "both on these cores" by server + sender CPU.
+#    server's CPU per hello; "both on these cores" by server + sender CPU:
+#    with the senders on the same cores, hellos/s is bounded by the sum, of
+#    which the sender's part (the kernel's TCP work for both sides) is as
+#    large as the server's, so hellos/s moves less than the server's CPU.
+#    Hellos/s also swings with other load: compare kiosk and peer within a
+#    round (the ratios printed), and the CPU per hello.
 # Run it on a quiet machine: the senders share its cores with the kiosk.
 # Usage: scripts/bench-kiosk.sh [devices]   (KIOSK_BENCH=hellos: the hello
 # part only)
@@ -47,13 +52,19 @@ prov= peer=
 [[ $parts == hellos ]] || peer=$(go test -run='^$' -bench='^BenchmarkProvision$' -benchtime=50x ./internal/amtsim)
 hel=
 loads=
+ratios= # kiosk/peer hellos/s of each round
 for ((i = 1; i <= rounds; i++)); do
 	# Alternate which goes first.
 	order='BenchmarkHellos BenchmarkHellosPeer'
 	((i % 2 == 0)) && order='BenchmarkHellosPeer BenchmarkHellos'
+	round=
 	for b in $order BenchmarkHelloPipeline; do
-		hel+=$(cd kiosk && "$tmp/kiosk.test" -test.run='^$' -test.bench="^$b\$" -test.benchtime="${hellos}x" -kiosk.hello-senders="$senders" -kiosk.hello-pin="$pin")$'\n'
+		round+=$(cd kiosk && "$tmp/kiosk.test" -test.run='^$' -test.bench="^$b\$" -test.benchtime="${hellos}x" -kiosk.hello-senders="$senders" -kiosk.hello-pin="$pin")$'\n'
 	done
+	hel+=$round
+	ratios+="$(echo "$round" | awk '$1 ~ /^BenchmarkHellos(-[0-9]+)?$/ { for (i = 1; i < NF; i++) if ($(i+1) == "hellos/s") k = $i }
+		$1 ~ /^BenchmarkHellosPeer(-[0-9]+)?$/ { for (i = 1; i < NF; i++) if ($(i+1) == "hellos/s") p = $i }
+		END { printf "%.2f", k / p }') "
 	loads+="$(cut -d' ' -f1 /proc/loadavg) "
 done
 printf '%s\n%s\n%s\n' "$prov" "$peer" "$hel" | grep -E '^Benchmark'
@@ -84,9 +95,9 @@ hpc=$(echo "$hel" | metric BenchmarkHellosPeer cpu-us/hello)
 hpsc=$(echo "$hel" | metric BenchmarkHellosPeer sender-cpu-us/hello)
 pl=$(echo "$hel" | metric BenchmarkHelloPipeline hellos/s)
 cores=$(nproc)
-awk -v loads="$loads" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" -v h="$h" -v hc="$hc" -v hsc="$hsc" -v hp="$hp" -v hpc="$hpc" -v hpsc="$hpsc" -v pl="$pl" -v cores="$cores" -v senders="$senders" -v pin="$pin" -v rounds="$rounds" 'BEGIN {
+awk -v loads="$loads" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" -v h="$h" -v hc="$hc" -v hsc="$hsc" -v hp="$hp" -v hpc="$hpc" -v hpsc="$hpsc" -v pl="$pl" -v cores="$cores" -v senders="$senders" -v pin="$pin" -v rounds="$rounds" -v ratios="$ratios" 'BEGIN {
 	printf "hellos over TCP (%d sender threads in another process, pinned: %s; medians of %d alternating rounds):\n", senders, pin, rounds
-	printf "  parsed and recorded: %.0f/s; plain accept loop: %.0f/s; kiosk/peer = %.2fx (target ≥ 20,000/s)\n", h, hp, h / hp
+	printf "  parsed and recorded: %.0f/s; plain accept loop: %.0f/s; kiosk/peer = %.2fx (target ≥ 20,000/s); kiosk/peer in each round: %s\n", h, hp, h / hp, ratios
 	printf "  server CPU per hello: kiosk %.1f µs, plain loop %.1f µs, kiosk/peer = %.2fx; sender CPU per hello: %.1f µs (kiosk run), %.1f µs (peer run)\n", hc, hpc, hc / hpc, hsc, hpsc
 	printf "  capacity on %d cores, remote senders: kiosk %.0f hellos/s, plain loop %.0f; both on these cores: kiosk %.0f, plain loop %.0f\n", cores, cores * 1e6 / hc, cores * 1e6 / hpc, cores * 1e6 / (hc + hsc), cores * 1e6 / (hpc + hpsc)
 	printf "parse + fold + record without TCP: %.0f hellos/s\n", pl
