@@ -10,9 +10,10 @@
 #    connection per hello as AMT sends them (kiosk BenchmarkHellos), against
 #    the peer: a plain Go accept-read-close loop that neither parses nor
 #    records, a goroutine per connection reading to EOF (BenchmarkHellosPeer;
-#    nothing of the kiosk's listener tricks — TCP_DEFER_ACCEPT, raw accept4,
-#    reading on the accepting goroutine — is applied to it); and the kiosk's
-#    own parse-fold-record pipeline without TCP (BenchmarkHelloPipeline).
+#    nothing of the kiosk's listener tricks — accept4 on the raw descriptor,
+#    reading and handling on the accepting goroutine — is applied to it);
+#    and the kiosk's own parse-fold-record pipeline without TCP
+#    (BenchmarkHelloPipeline).
 #    The senders are the same for kiosk and peer: a separate process (the
 #    kiosk test binary re-executed as a hello sender, kiosk/main_test.go)
 #    running HELLO_SENDERS OS threads (default 2; HELLO_PIN=1 pins thread i

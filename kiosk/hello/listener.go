@@ -9,15 +9,15 @@
 // looking up the PID, recording it) is the Handler's business (package
 // kiosk).
 //
-// On Linux a TCP listener takes a cheaper path (listener_linux.go): the
-// socket gets TCP_DEFER_ACCEPT, so the kernel hands over a connection only
-// once its first bytes have arrived; the accepting goroutine accepts with
-// accept4 on the raw descriptor and reads it without the netpoller. A
-// whole hello (bytes and EOF already there, as nearly always) is then
-// parsed and handled on the accepting goroutine: no goroutine, no timer,
-// no per-connection socket options or allocations. A connection whose
-// hello is not all there yet continues as before on a goroutine of its own
-// with the read deadline (Stats.Waited counts them).
+// On Linux a TCP listener takes a cheaper path (listener_linux.go): each
+// accepting goroutine accepts with accept4 on the raw descriptor and reads
+// the connection at once, without the netpoller. A whole hello (bytes and
+// EOF already there, as nearly always under load) is then parsed and
+// handled on the accepting goroutine: no net.Conn, no goroutine, no timer,
+// no per-connection socket options or allocations — accept4, two reads and
+// close. A connection whose hello is not all there yet continues as before
+// on a goroutine of its own with the read deadline (Stats.Waited counts
+// them).
 package hello
 
 import (
@@ -70,14 +70,17 @@ type Options struct {
 	// ReadTimeout bounds the whole read of one hello from the moment it
 	// is accepted; 0 → 5 s.
 	ReadTimeout time.Duration
-	// DeferAccept (Linux, TCP): how long the kernel may hold a connection
-	// on which nothing has arrived yet before handing it over
-	// (TCP_DEFER_ACCEPT; whole seconds, rounded up). A silent connection
-	// costs no descriptor, goroutine or slot while held, and is then read
-	// with ReadTimeout as any other: it is reported as a timeout after
-	// about DeferAccept (the kernel counts it in SYN-ACK retransmissions,
-	// so up to a few seconds more) plus ReadTimeout. 0 → 1 s; < 0 leaves
-	// the socket as it is.
+	// DeferAccept > 0 (Linux, TCP) sets TCP_DEFER_ACCEPT on the socket:
+	// the kernel holds a connection on which nothing has arrived yet for
+	// about that long (whole seconds, rounded up) before handing it over.
+	// A silent connection then costs no descriptor, goroutine or slot
+	// while held, and is read with ReadTimeout as any other: it is
+	// reported as a timeout after about DeferAccept (the kernel counts it
+	// in SYN-ACK retransmissions, so up to a few seconds more) plus
+	// ReadTimeout. Off by default: it did not lower the listener's CPU per
+	// hello, and it raised the kernel's receive-side work (on loopback
+	// charged to the senders) by about 5-10 µs per hello
+	// (scripts/bench-kiosk.sh).
 	DeferAccept time.Duration
 	// MaxConnections bounds connections read at once; further
 	// connections wait in the kernel's accept queue. 0 → 256.
@@ -139,9 +142,6 @@ func New(o Options) (*Listener, error) {
 	}
 	if o.FloodReport <= 0 {
 		o.FloodReport = 10 * time.Second
-	}
-	if o.DeferAccept == 0 {
-		o.DeferAccept = time.Second
 	}
 	if o.Acceptors <= 0 {
 		o.Acceptors = 2

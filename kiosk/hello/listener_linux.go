@@ -127,8 +127,8 @@ func (a *rawAcceptor) peer() netip.AddrPort {
 }
 
 // readRaw reads a freshly accepted non-blocking descriptor into buf
-// without waiting. When the peer's bytes and EOF are all there (with
-// TCP_DEFER_ACCEPT, nearly always under load), it closes fd and returns
+// without waiting. When the peer's bytes and EOF are all there (nearly
+// always under load), it closes fd and returns
 // c == nil and the message (buf[:n]) or why it is malformed. Otherwise it
 // returns fd as a pollable *os.File named after the peer (the netpoller
 // and a deadline take over; errors read "read PEER: ...") and the n bytes
