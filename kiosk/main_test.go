@@ -3,11 +3,9 @@ package kiosk
 import (
 	"encoding/hex"
 	"fmt"
-	"net"
+	"net/netip"
 	"os"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/provstick/provstick/kiosk/store/storetest"
@@ -31,36 +29,18 @@ func TestMain(m *testing.M) {
 }
 
 // sendHellos sends PROVSTICK_HELLO_N copies of the hex message
-// PROVSTICK_HELLO_MSG from PROVSTICK_HELLO_CONNS goroutines, one TCP
-// connection per hello.
+// PROVSTICK_HELLO_MSG from PROVSTICK_HELLO_THREADS threads (pinned to CPUs
+// when PROVSTICK_HELLO_PIN=1), one TCP connection per hello (rawSend).
 func sendHellos(addr string) int {
 	n, _ := strconv.Atoi(os.Getenv("PROVSTICK_HELLO_N"))
-	conns, _ := strconv.Atoi(os.Getenv("PROVSTICK_HELLO_CONNS"))
+	threads, _ := strconv.Atoi(os.Getenv("PROVSTICK_HELLO_THREADS"))
 	msg, err := hex.DecodeString(os.Getenv("PROVSTICK_HELLO_MSG"))
-	if err != nil || n <= 0 || conns <= 0 {
+	ap, aerr := netip.ParseAddrPort(addr)
+	if err != nil || aerr != nil || n <= 0 || threads <= 0 || len(msg) == 0 {
 		fmt.Fprintln(os.Stderr, "hello sender: bad environment")
 		return 2
 	}
-	var left atomic.Int64
-	left.Store(int64(n))
-	var failed atomic.Bool
-	var wg sync.WaitGroup
-	for range conns {
-		wg.Go(func() {
-			for left.Add(-1) >= 0 {
-				c, err := net.Dial("tcp", addr)
-				if err != nil {
-					fmt.Fprintln(os.Stderr, "hello sender:", err)
-					failed.Store(true)
-					return
-				}
-				c.Write(msg)
-				c.Close()
-			}
-		})
-	}
-	wg.Wait()
-	if failed.Load() {
+	if err := rawSend(ap, n, threads, os.Getenv("PROVSTICK_HELLO_PIN") == "1", msg); err != nil {
 		return 1
 	}
 	return 0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -35,7 +36,7 @@ func FuzzListener(f *testing.F) {
 		a, c := net.Pipe()
 		go func() { a.Write(b); a.Close() }()
 		got = Received{}
-		l.serveConn(context.Background(), c)
+		l.serveConn(context.Background(), c, netip.AddrPort{}, time.Now(), make([]byte, wire.MaxSize+1), 0)
 		switch {
 		case got.Err != nil:
 			if got.Hello != nil {

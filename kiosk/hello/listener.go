@@ -8,6 +8,16 @@
 // address, never fatal. What a hello means for the pool (folding duplicates,
 // looking up the PID, recording it) is the Handler's business (package
 // kiosk).
+//
+// On Linux a TCP listener takes a cheaper path (listener_linux.go): each
+// accepting goroutine accepts with accept4 on the raw descriptor and reads
+// the connection at once, without the netpoller. A whole hello (bytes and
+// EOF already there, as nearly always under load) is then parsed and
+// handled on the accepting goroutine: no net.Conn, no goroutine, no timer,
+// no per-connection socket options or allocations — accept4, two reads and
+// close. A connection whose hello is not all there yet continues as before
+// on a goroutine of its own with the read deadline (Stats.Waited counts
+// them).
 package hello
 
 import (
@@ -53,11 +63,25 @@ var ErrFlood = errors.New("hello: flood from one address")
 // Options configure a Listener.
 type Options struct {
 	// Handler receives every message, good or malformed. It runs on the
-	// connection's goroutine, so it should be quick (queue the work).
-	// Required.
+	// connection's goroutine or on an accepting goroutine, so it should be
+	// quick (queue the work): while it runs, that goroutine accepts
+	// nothing. Required.
 	Handler func(ctx context.Context, r Received)
-	// ReadTimeout bounds the whole read of one hello; 0 → 5 s.
+	// ReadTimeout bounds the whole read of one hello from the moment it
+	// is accepted; 0 → 5 s.
 	ReadTimeout time.Duration
+	// DeferAccept > 0 (Linux, TCP) sets TCP_DEFER_ACCEPT on the socket:
+	// the kernel holds a connection on which nothing has arrived yet for
+	// about that long (whole seconds, rounded up) before handing it over.
+	// A silent connection then costs no descriptor, goroutine or slot
+	// while held, and is read with ReadTimeout as any other: it is
+	// reported as a timeout after about DeferAccept (the kernel counts it
+	// in SYN-ACK retransmissions, so up to a few seconds more) plus
+	// ReadTimeout. Off by default: it did not lower the listener's CPU per
+	// hello, and it raised the kernel's receive-side work (on loopback
+	// charged to the senders) by about 5-10 µs per hello
+	// (scripts/bench-kiosk.sh).
+	DeferAccept time.Duration
 	// MaxConnections bounds connections read at once; further
 	// connections wait in the kernel's accept queue. 0 → 256.
 	MaxConnections int
@@ -86,6 +110,7 @@ type Stats struct {
 	PKI         uint64 // version-3 hellos
 	Malformed   uint64 // everything else (too long, bad fields, timeouts)
 	Flooded     uint64 // connections closed unread: their source was over FloodRate
+	Waited      uint64 // connections read on a goroutine of their own: their hello had not all arrived when accepted (Linux path)
 }
 
 // Listener reads hellos.
@@ -93,7 +118,7 @@ type Listener struct {
 	o                        Options
 	log                      *slog.Logger
 	conns, psk, pki, malform atomic.Uint64
-	flooded                  atomic.Uint64
+	flooded, waited          atomic.Uint64
 	bufs                     sync.Pool
 	flood                    *limiter // nil: no limit
 }
@@ -134,25 +159,34 @@ func New(o Options) (*Listener, error) {
 
 // Stats returns the counters.
 func (l *Listener) Stats() Stats {
-	return Stats{Connections: l.conns.Load(), PSK: l.psk.Load(), PKI: l.pki.Load(), Malformed: l.malform.Load(), Flooded: l.flooded.Load()}
+	return Stats{Connections: l.conns.Load(), PSK: l.psk.Load(), PKI: l.pki.Load(), Malformed: l.malform.Load(), Flooded: l.flooded.Load(), Waited: l.waited.Load()}
 }
 
 // Serve accepts connections on ln until ctx ends (then it returns nil) or
-// ln fails. It closes ln and waits for the connections it is reading.
+// ln fails. It closes ln and waits for the connections it is reading. On
+// the Linux path (a *net.TCPListener) it accepts on a duplicate of ln's
+// descriptor, so closing ln elsewhere does not stop it: end ctx instead.
 func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	raw := newRawListener(ln) // nil: not Linux, or not TCP
+	defer raw.close()
+	stop := context.AfterFunc(ctx, func() { ln.Close(); raw.close() })
 	defer stop()
 	defer ln.Close()
+	if l.o.DeferAccept > 0 {
+		if err := deferAccept(ln, l.o.DeferAccept); err != nil {
+			l.log.Warn("hello listener: cannot defer accepting until data arrives", "err", err)
+		}
+	}
 	sem := make(chan struct{}, l.o.MaxConnections)
 	errc := make(chan error, l.o.Acceptors)
 	var accepters sync.WaitGroup
 	for range l.o.Acceptors {
 		accepters.Go(func() {
-			if err := l.accept(ctx, ln, sem, &wg); err != nil {
+			if err := l.accept(ctx, ln, raw.acceptor(), sem, &wg); err != nil {
 				errc <- err
 				cancel()
 			}
@@ -167,8 +201,8 @@ func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// accept is one accepting goroutine.
-func (l *Listener) accept(ctx context.Context, ln net.Listener, sem chan struct{}, wg *sync.WaitGroup) error {
+// accept is one accepting goroutine: with ra, on the raw path.
+func (l *Listener) accept(ctx context.Context, ln net.Listener, ra *rawAcceptor, sem chan struct{}, wg *sync.WaitGroup) error {
 	var tempDelay time.Duration
 	for {
 		select {
@@ -176,16 +210,31 @@ func (l *Listener) accept(ctx context.Context, ln net.Listener, sem chan struct{
 		case <-ctx.Done():
 			return nil
 		}
-		c, err := ln.Accept()
+		var (
+			c    conn
+			fd   int
+			peer netip.AddrPort
+			err  error
+		)
+		if ra != nil {
+			fd, peer, err = ra.accept()
+		} else {
+			var nc net.Conn
+			if nc, err = ln.Accept(); err == nil {
+				c, peer = nc, addrPort(nc.RemoteAddr())
+			}
+		}
 		if err != nil {
 			<-sem
 			if ctx.Err() != nil {
 				return nil
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
-				// Out of descriptors or a transient error: back off, as
-				// net/http does, rather than give up the listener.
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+				errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
+				// Out of descriptors or memory, or a transient error:
+				// back off, as net/http does, rather than give up the
+				// listener.
 				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
 				l.log.Warn("hello listener: accept failed, retrying", "err", err, "delay", tempDelay)
 				select {
@@ -199,50 +248,90 @@ func (l *Listener) accept(ctx context.Context, ln net.Listener, sem chan struct{
 		}
 		tempDelay = 0
 		l.conns.Add(1)
+		now := time.Now()
 		if l.flood != nil {
-			peer := addrPort(c.RemoteAddr())
-			if ok, report := l.flood.allow(peer.Addr(), time.Now()); !ok {
-				c.Close()
+			if ok, report := l.flood.allow(peer.Addr(), now); !ok {
+				if ra != nil {
+					closeFD(fd)
+				} else {
+					c.Close()
+				}
 				<-sem
 				l.flooded.Add(1)
 				if report > 0 {
-					r := Received{At: time.Now(), Peer: peer, Err: fmt.Errorf("%d connections closed unread over %v/s: %w", report, l.o.FloodRate, ErrFlood)}
+					r := Received{At: now, Peer: peer, Err: fmt.Errorf("%d connections closed unread over %v/s: %w", report, l.o.FloodRate, ErrFlood)}
 					l.log.Warn("hello flood", "peer", peer.Addr().String(), "dropped", report)
 					l.o.Handler(ctx, r)
 				}
 				continue
 			}
 		}
+		if ra != nil {
+			// Read what is there; c is nil when the hello was handled.
+			var n int
+			bp := l.bufs.Get().(*[]byte)
+			if c, n, err = readRaw(fd, peer, *bp); c == nil {
+				r := Received{At: now, Peer: peer}
+				if err != nil {
+					r.Err = err
+				} else {
+					r.Hello, r.Err = wire.Parse((*bp)[:n])
+				}
+				l.bufs.Put(bp)
+				l.account(ctx, r)
+				l.o.Handler(ctx, r)
+				<-sem
+				continue
+			}
+			l.waited.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				defer l.bufs.Put(bp)
+				l.serveConn(ctx, c, peer, now, *bp, n)
+			}()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			l.serveConn(ctx, c)
+			bp := l.bufs.Get().(*[]byte)
+			defer l.bufs.Put(bp)
+			l.serveConn(ctx, c, peer, now, *bp, 0)
 		}()
 	}
 }
 
-// serveConn reads one hello from c and hands it on.
-func (l *Listener) serveConn(ctx context.Context, c net.Conn) {
+// conn is what serveConn reads: a net.Conn, or on the raw path the
+// connection's descriptor as a pollable *os.File.
+type conn interface {
+	Read([]byte) (int, error)
+	SetReadDeadline(time.Time) error
+	Close() error
+}
+
+// serveConn reads the rest of one hello from c into buf, whose first n
+// bytes were read already, and hands it on. The deadline runs from at, the
+// moment c was accepted.
+func (l *Listener) serveConn(ctx context.Context, c conn, peer netip.AddrPort, at time.Time, buf []byte, n int) {
 	defer c.Close()
-	peer := addrPort(c.RemoteAddr())
-	c.SetReadDeadline(time.Now().Add(l.o.ReadTimeout))
-	bp := l.bufs.Get().(*[]byte)
-	defer l.bufs.Put(bp)
-	r := Received{At: time.Now(), Peer: peer}
-	b, err := readAll(c, *bp)
+	c.SetReadDeadline(at.Add(l.o.ReadTimeout))
+	r := Received{At: at, Peer: peer}
+	b, err := readAll(c, buf, n)
 	switch {
 	case err != nil:
 		r.Err = err
 	default:
 		r.Hello, r.Err = wire.Parse(b)
 	}
-	l.account(r)
+	l.account(ctx, r)
 	l.o.Handler(ctx, r)
 }
 
 // account counts and logs one message.
-func (l *Listener) account(r Received) {
+func (l *Listener) account(ctx context.Context, r Received) {
 	switch {
 	case r.Err != nil:
 		l.malform.Add(1)
@@ -253,14 +342,18 @@ func (l *Listener) account(r Received) {
 			"retry", r.Hello.RetryCount, "root_hashes", len(r.Hello.RootHashes))
 	default:
 		l.psk.Add(1)
-		l.log.Debug("hello", "peer", r.Peer.String(), "uuid", r.Hello.UUID.String(), "pid", r.Hello.PID, "retry", r.Hello.RetryCount)
+		// Formatting the fields costs more than the rest of a hello's
+		// handling: only when someone reads them.
+		if l.log.Enabled(ctx, slog.LevelDebug) {
+			l.log.Debug("hello", "peer", r.Peer.String(), "uuid", r.Hello.UUID.String(), "pid", r.Hello.PID, "retry", r.Hello.RetryCount)
+		}
 	}
 }
 
-// readAll reads until EOF into buf (len(buf) = MaxSize+1, so one byte past
-// the largest hello proves the message too long).
-func readAll(c net.Conn, buf []byte) ([]byte, error) {
-	n := 0
+// readAll reads until EOF into buf after its first n bytes (len(buf) =
+// MaxSize+1, so one byte past the largest hello proves the message too
+// long).
+func readAll(c conn, buf []byte, n int) ([]byte, error) {
 	for {
 		if n == len(buf) {
 			return nil, fmt.Errorf("reading a hello: more than %d bytes: %w", wire.MaxSize, ErrTooLarge)
@@ -275,7 +368,6 @@ func readAll(c net.Conn, buf []byte) ([]byte, error) {
 		}
 	}
 }
-
 func addrPort(a net.Addr) netip.AddrPort {
 	if ta, ok := a.(*net.TCPAddr); ok {
 		ap := ta.AddrPort()

@@ -3,8 +3,10 @@ package hello
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -129,9 +131,73 @@ func TestListener(t *testing.T) {
 	if s := l.Stats(); s.Connections != 6 || s.PSK != 1 || s.PKI != 1 || s.Malformed != 4 {
 		t.Errorf("stats %+v", s)
 	}
+	// On Linux "never closes" was accepted with its bytes but no EOF: it
+	// went on on a goroutine with the deadline.
+	if s := l.Stats(); runtime.GOOS == "linux" && s.Waited == 0 {
+		t.Errorf("stats %+v: no connection waited", s)
+	}
 }
 
 var errTimeout = errors.New("timeout")
+
+// TestListenerSilent: a connection on which nothing ever arrives is still
+// ended and reported as a timeout, after ReadTimeout, or with DeferAccept
+// (Linux) after the kernel has held it for about DeferAccept
+// (TCP_DEFER_ACCEPT counts SYN-ACK retransmissions: 1 s → one, answered
+// after 1 + 2 s at worst) and then ReadTimeout.
+func TestListenerSilent(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	for _, deferAccept := range []time.Duration{0, time.Second} {
+		t.Run(fmt.Sprintf("defer %v", deferAccept), func(t *testing.T) {
+			c := &collector{ch: make(chan struct{}, 100)}
+			l, err := New(Options{Handler: c.handle, ReadTimeout: timeout, DeferAccept: deferAccept,
+				Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error)
+			go func() { done <- l.Serve(ctx, ln) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Serve: %v", err)
+				}
+			}()
+			var held time.Duration
+			if deferAccept > 0 {
+				held = waitDeferAccept(t, ln) // Linux: once Serve has set it; elsewhere 0
+			}
+			t0 := time.Now()
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			select {
+			case <-c.ch:
+			case <-time.After(10 * time.Second):
+				t.Fatal("a silent connection was never ended")
+			}
+			took := time.Since(t0)
+			c.mu.Lock()
+			r := c.rs[0]
+			c.mu.Unlock()
+			var ne net.Error
+			if !errors.As(r.Err, &ne) || !ne.Timeout() {
+				t.Errorf("err %v, want a timeout", r.Err)
+			}
+			if took < held+timeout {
+				t.Errorf("reported after %v, want at least %v (held by the kernel, then the read timeout)", took, held+timeout)
+			}
+			t.Logf("silent connection reported after %v: %v", took.Round(time.Millisecond), r.Err)
+		})
+	}
+}
 
 // TestListenerBounded: with every slot held by a silent peer, a new hello
 // waits for a slot instead of being dropped or spawning without bound.
