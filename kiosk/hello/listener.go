@@ -91,7 +91,7 @@ type Stats struct {
 	// Probes are connections closed without sending a byte: a
 	// reachability check (the agent's check_kiosk), not a hello.
 	Probes  uint64
-	Flooded     uint64 // connections closed unread: their source was over FloodRate
+	Flooded uint64 // connections closed unread: their source was over FloodRate
 }
 
 // Listener reads hellos.
