@@ -133,6 +133,14 @@ func work(initStart time.Time, boot agent.Boot, skipped []string, log *slog.Logg
 		countdown = conf.CountdownSeconds()
 	}
 	say("stick %s found in %v", man.Stick, time.Since(findStart).Round(time.Millisecond))
+	// The kiosk check's DHCP runs while the ME is still being asked; Run
+	// finishes it once the ME has said which DNS suffix it has.
+	var kiosk *agent.KioskCheck
+	if conf.CheckKiosk != nil {
+		kiosk = agent.NewKioskCheck(agent.LinkNetwork{Logger: log}, conf.CheckKiosk, log)
+		kiosk.Start(context.Background())
+		say("kiosk check: bringing the network up (at most %v)", kiosk.Timeout)
+	}
 	var m *agent.Machine
 	select {
 	case m = <-machine:
@@ -147,6 +155,7 @@ func work(initStart time.Time, boot agent.Boot, skipped []string, log *slog.Logg
 		Machine:     m,
 		Activate:    conf.Activation(),
 		ConfErr:     confErr,
+		KioskCheck:  kiosk,
 		Logger:      log,
 		BeforeWrite: func(ctx context.Context) error { return beforeWrite(ctx, boot, say) },
 	})
@@ -163,6 +172,10 @@ func work(initStart time.Time, boot agent.Boot, skipped []string, log *slog.Logg
 	say("ledger: line %d (%s) written in %v, of which ME %v; init start to fsync %v, stick search %v; %s since boot", res.Record.Seq, res.Record.Case,
 		res.Elapsed.Round(time.Millisecond), res.MEElapsed.Round(time.Millisecond), time.Since(initStart).Round(time.Millisecond),
 		res.Started.Sub(findStart).Round(time.Millisecond), uptime())
+	if k := res.Record.KioskCheck; k != nil {
+		say("kiosk check: %s in %d ms: interface %s, lease %s, DNS %s, domain %s (%s), %s -> %s %s", k.Result, k.ElapsedMS, k.Interface, k.Address,
+			k.DNS, k.Domain, k.DomainSource, k.Name, k.Kiosk, k.Error)
+	}
 	if a := res.Record.Activation; a != nil {
 		say("activation: %s (control mode %s, state %s, %d ms) %s", a.Result, a.ControlMode, a.ProvisioningState, a.ElapsedMS, a.Error)
 	}
@@ -394,6 +407,13 @@ var hardwareGated = map[string]string{
 	"uhci_hcd":       "c:0c0300",
 	"virtio_pci":     "v:1af4",
 	"virtio_console": "v:1af4",
+	// NIC drivers, packed only when the recipe enables check_kiosk.
+	"e1000e":     "c:020000",
+	"igb":        "c:020000",
+	"e1000":      "c:020000",
+	"r8169":      "c:020000",
+	"realtek":    "v:10ec", // r8169's PHY driver
+	"virtio_net": "v:1af4",
 }
 
 // pciPresent reads /sys/bus/pci/devices once; the returned function
