@@ -140,6 +140,10 @@ func (k *KioskCheck) Finish(ctx context.Context, meSuffix string) *ledger.KioskC
 	}
 	select {
 	case <-k.done:
+	case <-k.ctx.Done():
+		// Lease has not returned though its context ended (a step
+		// that does not heed it); the check's time is up regardless.
+		return fail(ledger.KioskNoDHCP, fmt.Errorf("%w: no lease within the check's %v", ErrNoLease, k.Timeout))
 	case <-ctx.Done():
 		return fail(ledger.KioskError, fmt.Errorf("kiosk check: %w", ctx.Err()))
 	}
@@ -281,7 +285,7 @@ func KioskLines(r *ledger.KioskCheck) []string {
 	case ledger.KioskNoLink:
 		what, todo = "no network link (no cable, or the switch port is off)", "Plug this machine into the kiosk's network."
 	case ledger.KioskNoDHCP:
-		what, todo = "no DHCP answer on "+orDash(r.Interface), cabling
+		what, todo = "no DHCP answer", cabling
 	case ledger.KioskNoDNSServer:
 		what, todo = "the DHCP lease names no DNS server", "Make the kiosk's DHCP hand out its DNS server (option 6)."
 	case ledger.KioskNoDomain:

@@ -23,10 +23,13 @@ type fakeNet struct {
 	lease      *Lease
 	leaseErr   error
 	blockLease bool
-	addrs      []netip.Addr
-	resolveErr error
-	probeErr   error
-	blockProbe bool
+	// leaseIgnoresCtx: Lease blocks for a minute whatever ctx says (as
+	// DHCP's transaction ID waiting for entropy did).
+	leaseIgnoresCtx bool
+	addrs           []netip.Addr
+	resolveErr      error
+	probeErr        error
+	blockProbe      bool
 
 	mu       sync.Mutex
 	asked    string // name resolved
@@ -36,6 +39,9 @@ type fakeNet struct {
 }
 
 func (f *fakeNet) Lease(ctx context.Context) (*Lease, error) {
+	if f.leaseIgnoresCtx {
+		time.Sleep(time.Minute)
+	}
 	if f.blockLease {
 		<-ctx.Done()
 		return nil, fmt.Errorf("%w on eth0: %w", ErrNoLease, ctx.Err())
@@ -94,7 +100,8 @@ func TestKioskCheck(t *testing.T) {
 			wantName: "provisionserver.recipe.example", wantSource: "recipe"},
 		{name: "no link", net: &fakeNet{leaseErr: fmt.Errorf("eth0: %w", ErrNoLink)}, want: ledger.KioskNoLink,
 			wantScreen: "Kiosk NOT reachable: no network link"},
-		{name: "no DHCP answer", net: &fakeNet{blockLease: true}, want: ledger.KioskNoDHCP, wantScreen: "no DHCP answer on -"},
+		{name: "no DHCP answer", net: &fakeNet{blockLease: true}, want: ledger.KioskNoDHCP, wantScreen: "Kiosk NOT reachable: no DHCP answer. Check"},
+		{name: "a lease that ignores its context", net: &fakeNet{blockLease: true, leaseIgnoresCtx: true}, want: ledger.KioskNoDHCP, wantScreen: "no DHCP answer"},
 		{name: "no DNS server", net: &fakeNet{lease: noDNS}, want: ledger.KioskNoDNSServer, wantScreen: "names no DNS server"},
 		{name: "no domain", net: &fakeNet{lease: noDomain}, want: ledger.KioskNoDomain, wantScreen: "option 15"},
 		{name: "name unknown", net: &fakeNet{lease: testLease(), resolveErr: fmt.Errorf("x: %w", ErrNotResolved)}, want: ledger.KioskNotResolved,

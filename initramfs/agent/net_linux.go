@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -72,7 +74,13 @@ func (n LinkNetwork) Lease(ctx context.Context) (*Lease, error) {
 				return
 			}
 			log.Debug("link up", "interface", name)
+			if err := waitEntropy(ctx, log); err != nil {
+				results <- result{link: l, carrier: true, err: fmt.Errorf("%w on %s: %w", ErrNoLease, name, err)}
+				return
+			}
+			t0 := time.Now()
 			lease, err := dhcpLease(ctx, name)
+			log.Debug("dhcp", "interface", name, "took", time.Since(t0), "err", err)
 			results <- result{link: l, lease: lease, carrier: true, err: err}
 		}()
 	}
@@ -129,6 +137,34 @@ func (n LinkNetwork) waitCarrier(ctx context.Context, name string) error {
 			return fmt.Errorf("%s: no carrier: %w", name, ctx.Err())
 		case <-t.C:
 		}
+	}
+}
+
+var entropy = sync.OnceValue(func() error {
+	var b [1]byte
+	_, err := crand.Read(b[:])
+	return err
+})
+
+// waitEntropy makes sure the kernel's random number generator is ready
+// before DHCP: nclient4's transaction ID polls getrandom without blocking
+// (for up to two minutes, whatever its context), and never makes the
+// kernel gather entropy. crypto/rand's blocking getrandom does (jitter
+// entropy, a second or so on a machine without a trusted RDRAND, as QEMU's
+// default CPU). Bounded by ctx.
+func waitEntropy(ctx context.Context, log *slog.Logger) error {
+	t0 := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- entropy() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("reading random numbers: %w", err)
+		}
+		log.Debug("random numbers ready", "waited", time.Since(t0))
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the kernel's random numbers: %w", ctx.Err())
 	}
 }
 
