@@ -94,6 +94,26 @@ func NewKioskCheck(n Network, c *CheckKioskConf, log *slog.Logger) *KioskCheck {
 	return &KioskCheck{Net: n, Timeout: c.TimeoutDuration(), Port: c.PortNumber(), Domain: c.Domain, Logger: log}
 }
 
+// Configure takes the port, domain and timeout from agent.json; the
+// binary starts the check before it has read agent.json (when the
+// initramfs has NIC drivers, the recipe enabled it) and configures it
+// after. The timeout still counts from Start.
+func (k *KioskCheck) Configure(c *CheckKioskConf) {
+	k.Timeout, k.Port, k.Domain = c.TimeoutDuration(), c.PortNumber(), c.Domain
+}
+
+// Stop abandons a started check (agent.json does not ask for it after
+// all).
+func (k *KioskCheck) Stop() {
+	if k.cancel != nil {
+		k.cancel()
+	}
+}
+
+// MaxKioskTimeout is the longest check agent.json may ask for; a check
+// started before agent.json is read runs at most this long.
+const MaxKioskTimeout = 300 * time.Second
+
 // Start begins bringing the network up; it returns at once. Calling it
 // again does nothing.
 func (k *KioskCheck) Start(ctx context.Context) {
@@ -129,6 +149,8 @@ func (k *KioskCheck) Start(ctx context.Context) {
 func (k *KioskCheck) Finish(ctx context.Context, meSuffix string) *ledger.KioskCheck {
 	k.Start(ctx)
 	defer k.cancel()
+	fctx, fcancel := context.WithDeadline(k.ctx, k.start.Add(k.Timeout))
+	defer fcancel()
 	r := &ledger.KioskCheck{}
 	defer func() {
 		r.ElapsedMS = time.Since(k.start).Milliseconds()
@@ -140,10 +162,16 @@ func (k *KioskCheck) Finish(ctx context.Context, meSuffix string) *ledger.KioskC
 	}
 	select {
 	case <-k.done:
-	case <-k.ctx.Done():
-		// Lease has not returned though its context ended (a step
-		// that does not heed it); the check's time is up regardless.
-		return fail(ledger.KioskNoDHCP, fmt.Errorf("%w: no lease within the check's %v", ErrNoLease, k.Timeout))
+	case <-fctx.Done():
+		// Time is up: stop Lease and take its word for what was
+		// missing (no carrier, or no DHCP answer), unless it does not
+		// heed its context either.
+		k.cancel()
+		select {
+		case <-k.done:
+		case <-time.After(time.Second):
+			return fail(ledger.KioskNoDHCP, fmt.Errorf("%w: no lease within the check's %v", ErrNoLease, k.Timeout))
+		}
 	case <-ctx.Done():
 		return fail(ledger.KioskError, fmt.Errorf("kiosk check: %w", ctx.Err()))
 	}
@@ -153,7 +181,7 @@ func (k *KioskCheck) Finish(ctx context.Context, meSuffix string) *ledger.KioskC
 			return fail(ledger.KioskNoLink, k.err)
 		case errors.Is(k.err, ErrNoLease):
 			return fail(ledger.KioskNoDHCP, k.err)
-		case errors.Is(k.err, context.DeadlineExceeded):
+		case errors.Is(k.err, context.DeadlineExceeded), errors.Is(k.err, context.Canceled):
 			return fail(ledger.KioskNoDHCP, fmt.Errorf("%w within %v: %w", ErrNoLease, k.Timeout, k.err))
 		}
 		return fail(ledger.KioskError, k.err)
@@ -187,11 +215,13 @@ func (k *KioskCheck) Finish(ctx context.Context, meSuffix string) *ledger.KioskC
 		return fail(ledger.KioskNoDomain, fmt.Errorf("the domain %q (from %s) is not a DNS name", r.Domain, r.DomainSource))
 	}
 	r.Name = "provisionserver." + r.Domain
-	addrs, err := k.Net.Resolve(k.ctx, l.DNS[0], r.Name)
+	k.Logger.Debug("kiosk check: lease", "interface", l.Interface, "addr", r.Address, "after", time.Since(k.start))
+	addrs, err := k.Net.Resolve(fctx, l.DNS[0], r.Name)
+	k.Logger.Debug("kiosk check: resolved", "name", r.Name, "addrs", fmt.Sprint(addrs), "after", time.Since(k.start))
 	switch {
 	case errors.Is(err, ErrNotResolved):
 		return fail(ledger.KioskNotResolved, err)
-	case err != nil && k.ctx.Err() != nil:
+	case err != nil && fctx.Err() != nil:
 		return fail(ledger.KioskNotResolved, fmt.Errorf("asking %s for %s: no answer within the %v of the check: %w", r.DNS, r.Name, k.Timeout, err))
 	case err != nil:
 		return fail(ledger.KioskNotResolved, err)
@@ -200,14 +230,14 @@ func (k *KioskCheck) Finish(ctx context.Context, meSuffix string) *ledger.KioskC
 	}
 	ap := netip.AddrPortFrom(addrs[0], uint16(k.Port))
 	r.Kiosk = ap.String()
-	err = k.Net.Probe(k.ctx, ap)
+	err = k.Net.Probe(fctx, ap)
 	switch {
 	case err == nil:
 		r.Result = ledger.KioskReachable
 		return r
 	case errors.Is(err, ErrRefused):
 		return fail(ledger.KioskRefused, err)
-	case k.ctx.Err() != nil || isTimeout(err):
+	case fctx.Err() != nil || isTimeout(err):
 		return fail(ledger.KioskTimeout, err)
 	}
 	return fail(ledger.KioskError, err)

@@ -26,10 +26,12 @@ type fakeNet struct {
 	// leaseIgnoresCtx: Lease blocks for a minute whatever ctx says (as
 	// DHCP's transaction ID waiting for entropy did).
 	leaseIgnoresCtx bool
-	addrs           []netip.Addr
-	resolveErr      error
-	probeErr        error
-	blockProbe      bool
+	// noCarrier: Lease waits for a carrier until ctx ends.
+	noCarrier  bool
+	addrs      []netip.Addr
+	resolveErr error
+	probeErr   error
+	blockProbe bool
 
 	mu       sync.Mutex
 	asked    string // name resolved
@@ -41,6 +43,10 @@ type fakeNet struct {
 func (f *fakeNet) Lease(ctx context.Context) (*Lease, error) {
 	if f.leaseIgnoresCtx {
 		time.Sleep(time.Minute)
+	}
+	if f.noCarrier {
+		<-ctx.Done()
+		return nil, fmt.Errorf("%w: eth0: no carrier: %w", ErrNoLink, ctx.Err())
 	}
 	if f.blockLease {
 		<-ctx.Done()
@@ -139,6 +145,29 @@ func TestKioskCheck(t *testing.T) {
 				t.Errorf("DHCP domain %q not recorded next to the ME's", r.DHCPDomain)
 			}
 		})
+	}
+}
+
+// TestKioskCheckStartedEarly: the binary starts the check before it has
+// read agent.json (with the longest timeout) and configures it after; the
+// configured timeout counts from Start, and a link that never comes up is
+// reported as no link, not as no DHCP answer.
+func TestKioskCheckStartedEarly(t *testing.T) {
+	k := &KioskCheck{Net: &fakeNet{noCarrier: true}, Timeout: MaxKioskTimeout}
+	k.Start(t.Context())
+	secs := 1
+	k.Configure(&CheckKioskConf{Timeout: &secs, Domain: "x.example"})
+	start := time.Now()
+	r := k.Finish(t.Context(), "")
+	if took := time.Since(start); r.Result != ledger.KioskNoLink || took > 3*time.Second || k.Port != DefaultKioskPort {
+		t.Errorf("%+v after %v (port %d)", r, took, k.Port)
+	}
+	k2 := &KioskCheck{Net: &fakeNet{blockLease: true}, Timeout: MaxKioskTimeout}
+	k2.Start(t.Context())
+	k2.Stop()
+	<-k2.done
+	if !errors.Is(k2.err, ErrNoLease) {
+		t.Errorf("a stopped check's lease: %v", k2.err)
 	}
 }
 

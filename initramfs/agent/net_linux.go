@@ -55,6 +55,8 @@ func (n LinkNetwork) Lease(ctx context.Context) (*Lease, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	t0 := time.Now()
+	go entropy() // gathers while the links negotiate
 	type result struct {
 		link    netlink.Link
 		lease   *nclient4.Lease
@@ -73,14 +75,14 @@ func (n LinkNetwork) Lease(ctx context.Context) (*Lease, error) {
 				results <- result{link: l, err: err}
 				return
 			}
-			log.Debug("link up", "interface", name)
+			log.Debug("link up", "interface", name, "after", time.Since(t0))
 			if err := waitEntropy(ctx, log); err != nil {
 				results <- result{link: l, carrier: true, err: fmt.Errorf("%w on %s: %w", ErrNoLease, name, err)}
 				return
 			}
-			t0 := time.Now()
+			t1 := time.Now()
 			lease, err := dhcpLease(ctx, name)
-			log.Debug("dhcp", "interface", name, "took", time.Since(t0), "err", err)
+			log.Debug("dhcp", "interface", name, "took", time.Since(t1), "err", err)
 			results <- result{link: l, lease: lease, carrier: true, err: err}
 		}()
 	}

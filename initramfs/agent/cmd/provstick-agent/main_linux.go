@@ -56,7 +56,7 @@ func run() {
 				Lead: "Reading the stick and asking this machine who it is.", Lines: []string{"This takes a few seconds."}})
 		}
 	}
-	loaded, failed, skipped := loadModules(say, false)
+	loaded, failed, skipped, nics := loadModules(say, false)
 	say("ready: %d modules loaded, %d failed, %v after init started, %s since boot",
 		loaded, failed, time.Since(start).Round(time.Millisecond), uptime())
 	// A clock still wrong after this is named in the ledger line by Run.
@@ -72,7 +72,16 @@ func run() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
 
-	scr, countdown := work(start, boot, skipped, log, say)
+	// NIC drivers are packed only for check_kiosk: start the check's
+	// link and DHCP now, while the stick is searched for and the ME
+	// asked (autonegotiation alone takes seconds); work configures it
+	// from agent.json, or stops it.
+	var kiosk *agent.KioskCheck
+	if nics > 0 {
+		kiosk = &agent.KioskCheck{Net: agent.LinkNetwork{Logger: log}, Timeout: agent.MaxKioskTimeout, Logger: log}
+		kiosk.Start(context.Background())
+	}
+	scr, countdown := work(start, boot, skipped, kiosk, log, say)
 	unix.Sync()
 	if con != nil {
 		scr.Footer = footer(boot, countdown)
@@ -87,7 +96,7 @@ func run() {
 
 // work finds the stick, runs the agent and prints the result; it returns
 // the technician's screen and the countdown to use.
-func work(initStart time.Time, boot agent.Boot, skipped []string, log *slog.Logger, say func(string, ...any)) (agent.Screen, int) {
+func work(initStart time.Time, boot agent.Boot, skipped []string, kiosk *agent.KioskCheck, log *slog.Logger, say func(string, ...any)) (agent.Screen, int) {
 	countdown := boot.Countdown
 	// Ask the machine (ME, DMI, NICs, TPM) while the USB stick is still
 	// being enumerated; the ME's wait is bounded below once agent.json
@@ -133,13 +142,19 @@ func work(initStart time.Time, boot agent.Boot, skipped []string, log *slog.Logg
 		countdown = conf.CountdownSeconds()
 	}
 	say("stick %s found in %v", man.Stick, time.Since(findStart).Round(time.Millisecond))
-	// The kiosk check's DHCP runs while the ME is still being asked; Run
-	// finishes it once the ME has said which DNS suffix it has.
-	var kiosk *agent.KioskCheck
-	if conf.CheckKiosk != nil {
+	// Run finishes the kiosk check once the ME has said which DNS
+	// suffix it has.
+	switch {
+	case conf.CheckKiosk != nil && kiosk != nil:
+		kiosk.Configure(conf.CheckKiosk)
+		say("kiosk check: started at init, at most %v", kiosk.Timeout)
+	case conf.CheckKiosk != nil:
 		kiosk = agent.NewKioskCheck(agent.LinkNetwork{Logger: log}, conf.CheckKiosk, log)
 		kiosk.Start(context.Background())
-		say("kiosk check: bringing the network up (at most %v)", kiosk.Timeout)
+		say("kiosk check: no NIC driver loaded at init; trying anyway, at most %v", kiosk.Timeout)
+	case kiosk != nil:
+		kiosk.Stop()
+		kiosk = nil
 	}
 	var m *agent.Machine
 	select {
@@ -277,11 +292,11 @@ func finish(boot agent.Boot, countdown int, con *agent.Console, say func(string,
 // out and returned in skipped, to be loaded after all if the stick does
 // not show up: each module costs a signature check and relocation, which
 // under emulation is tens of milliseconds.
-func loadModules(say func(string, ...any), all bool) (loaded, failed int, skipped []string) {
+func loadModules(say func(string, ...any), all bool) (loaded, failed int, skipped []string, nics int) {
 	b, err := os.ReadFile(moduleOrder)
 	if err != nil {
 		say("no module list: %v", err)
-		return 0, 0, nil
+		return 0, 0, nil, 0
 	}
 	present := pciPresent()
 	var files []string
@@ -309,12 +324,15 @@ func loadModules(say func(string, ...any), all bool) (loaded, failed int, skippe
 			failed++
 		} else {
 			loaded++
+			if hardwareGated[r.name] == "c:020000" || r.name == "virtio_net" {
+				nics++
+			}
 		}
 	}
 	if len(parts) > 0 {
 		say("modules: slowest %s; left out (no such hardware) %d", strings.Join(parts, ", "), len(skipped))
 	}
-	return loaded, failed, skipped
+	return loaded, failed, skipped, nics
 }
 
 type modResult struct {
