@@ -325,6 +325,9 @@ func (r *Recipe) setDefaults() {
 	if len(r.Kernel.Modules) == 0 {
 		r.Kernel.Modules = nil
 	}
+	if len(r.Agent.CheckKiosk.Modules) == 0 {
+		r.Agent.CheckKiosk.Modules = nil
+	}
 	if r.Agent.After == "" {
 		r.Agent.After = "poweroff"
 	}
