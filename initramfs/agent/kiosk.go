@@ -41,8 +41,9 @@ import (
 // ends when ctx does.
 type Network interface {
 	// Lease brings up the wired interfaces and returns the first DHCPv4
-	// lease, configured on its interface. Errors wrap ErrNoLink (no
-	// carrier on any wired interface) or ErrNoLease (no DHCP answer).
+	// lease, configured on its interface. Errors wrap ErrNoNIC (no wired
+	// interface), ErrNoLink (no carrier on any) or ErrNoLease (no DHCP
+	// answer).
 	Lease(ctx context.Context) (*Lease, error)
 	// Resolve asks the DNS server for name's IPv4 addresses. An error
 	// wraps ErrNotResolved when the server says the name has none.
@@ -65,6 +66,7 @@ type Lease struct {
 
 // Errors of the kiosk check's steps (wrapped).
 var (
+	ErrNoNIC       = errors.New("no wired network interface")
 	ErrNoLink      = errors.New("no network cable: no wired interface has a link")
 	ErrNoLease     = errors.New("no DHCP answer")
 	ErrNotResolved = errors.New("the name does not resolve")
@@ -177,6 +179,8 @@ func (k *KioskCheck) Finish(ctx context.Context, meSuffix string) *ledger.KioskC
 	}
 	if k.err != nil {
 		switch {
+		case errors.Is(k.err, ErrNoNIC):
+			return fail(ledger.KioskNoNIC, k.err)
 		case errors.Is(k.err, ErrNoLink):
 			return fail(ledger.KioskNoLink, k.err)
 		case errors.Is(k.err, ErrNoLease):
@@ -312,6 +316,8 @@ func KioskLines(r *ledger.KioskCheck) []string {
 	const cabling = "Check the kiosk's DNS and DHCP and the cabling."
 	var what, todo string
 	switch r.Result {
+	case ledger.KioskNoNIC:
+		what, todo = "no wired network interface (no driver for this machine's NIC on the stick)", "Tell the kiosk operator the machine's model (the recipe's check_kiosk.modules)."
 	case ledger.KioskNoLink:
 		what, todo = "no network link (no cable, or the switch port is off)", "Plug this machine into the kiosk's network."
 	case ledger.KioskNoDHCP:

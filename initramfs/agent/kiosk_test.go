@@ -104,6 +104,8 @@ func TestKioskCheck(t *testing.T) {
 			wantName: "provisionserver.me.example", wantSource: "me"},
 		{name: "the recipe's domain wins", net: &fakeNet{lease: testLease(), addrs: kiosk}, domain: "recipe.example.", me: "me.example", want: ledger.KioskReachable,
 			wantName: "provisionserver.recipe.example", wantSource: "recipe"},
+		{name: "no NIC", net: &fakeNet{leaseErr: fmt.Errorf("%w (no driver?)", ErrNoNIC)}, want: ledger.KioskNoNIC,
+			wantScreen: "Kiosk NOT reachable: no wired network interface"},
 		{name: "no link", net: &fakeNet{leaseErr: fmt.Errorf("eth0: %w", ErrNoLink)}, want: ledger.KioskNoLink,
 			wantScreen: "Kiosk NOT reachable: no network link"},
 		{name: "no DHCP answer", net: &fakeNet{blockLease: true}, want: ledger.KioskNoDHCP, wantScreen: "Kiosk NOT reachable: no DHCP answer. Check"},

@@ -51,7 +51,7 @@ func (n LinkNetwork) Lease(ctx context.Context) (*Lease, error) {
 		return nil, err
 	}
 	if len(links) == 0 {
-		return nil, fmt.Errorf("%w: no wired network interface (no driver for this machine's NIC in the initramfs?)", ErrNoLink)
+		return nil, fmt.Errorf("%w (no driver for this machine's NIC in the initramfs?)", ErrNoNIC)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

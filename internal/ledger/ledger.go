@@ -185,6 +185,7 @@ type Activation struct {
 // add some) and treat them as a failure.
 const (
 	KioskReachable   = "reachable"     // TCP connection to the hello port accepted
+	KioskNoNIC       = "no-nic"        // no wired interface at all (no driver for the NIC)
 	KioskNoLink      = "no-link"       // no wired interface has a carrier (cable?)
 	KioskNoDHCP      = "no-dhcp"       // a link, but no DHCP answer
 	KioskNoDNSServer = "no-dns-server" // the lease names no DNS server (option 6)
