@@ -264,7 +264,18 @@ func (b *Builder) prepareBoot(ctx context.Context) (*bootFiles, error) {
 	if !isStaticELF(agent) {
 		return nil, fmt.Errorf("the agent %s is not a static x86-64 ELF executable (build it with CGO_ENABLED=0)", b.opts.Agent)
 	}
-	mods, err := ModuleOrder(k.Modules, r.Kernel.Modules)
+	want := r.Kernel.Modules
+	if nics := r.Agent.NICModules(); len(nics) > 0 {
+		// check_kiosk: the NIC drivers, less those built in.
+		builtin := BuiltinModules(k.Modules)
+		want = slices.Clone(want)
+		for _, m := range nics {
+			if !builtin[canonModule(m)] {
+				want = append(want, m)
+			}
+		}
+	}
+	mods, err := ModuleOrder(k.Modules, want)
 	if err != nil {
 		return nil, err
 	}
@@ -554,6 +565,19 @@ func (b *Builder) layout(s Stick, sb *setupbin.Reader, bf *bootFiles) ([]imageFi
 		}
 		conf["activate"] = map[string]any{"mode": r.Agent.Activate, "password": r.Agent.AMTPassword,
 			"secret": secret, "key_id": hostbased.KeyID(secret)} // []byte: base64 in JSON
+	}
+	if ck := r.Agent.CheckKiosk; ck.Enabled {
+		m := map[string]any{}
+		if ck.Timeout > 0 {
+			m["timeout"] = ck.Timeout
+		}
+		if ck.Port > 0 {
+			m["port"] = ck.Port
+		}
+		if ck.Domain != "" {
+			m["domain"] = ck.Domain
+		}
+		conf["check_kiosk"] = m
 	}
 	agentConf, err := json.MarshalIndent(conf, "", "  ")
 	if err != nil {

@@ -165,6 +165,23 @@ func ModuleOrder(modDir string, want []string) ([]Module, error) {
 	return order, nil
 }
 
+// BuiltinModules reads modDir/modules.builtin (one path a line,
+// kernel/drivers/…/NAME.ko) into canonical names; a kernel directory
+// without the file gives none.
+func BuiltinModules(modDir string) map[string]bool {
+	b, err := os.ReadFile(filepath.Join(modDir, "modules.builtin"))
+	if err != nil {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if n, ok := strings.CutSuffix(filepath.Base(strings.TrimSpace(l)), ".ko"); ok {
+			out[canonModule(n)] = true
+		}
+	}
+	return out
+}
+
 func canonModule(s string) string { return strings.ReplaceAll(s, "-", "_") }
 
 // moduleDepends reads "depends=a,b" from a module's .modinfo section.

@@ -109,6 +109,50 @@ type Agent struct {
 	// AMTPasswordFrom is "env:NAME" or "file:PATH" (relative to the
 	// builder's working directory); required with activation.
 	AMTPasswordFrom string `yaml:"amt_password_from"`
+	// CheckKiosk is the agent's optional check that the machine reaches
+	// the kiosk's hello port the way AMT finds it (off by default).
+	CheckKiosk CheckKiosk `yaml:"check_kiosk"`
+}
+
+// CheckKiosk configures the agent's kiosk reachability check: a DHCPv4
+// lease on a wired interface, provisionserver.<domain> resolved with the
+// lease's DNS server, a TCP connection to the kiosk's hello port closed
+// without a hello (the kiosk counts it as a probe). The domain is Domain
+// if set, else the ME's DNS suffix, else DHCP option 15 — AMT's own order
+// (specs/amt-psk.md §1). Enabling it packs the NIC drivers (Modules) into
+// the initramfs; a stick without it boots exactly as before.
+type CheckKiosk struct {
+	Enabled bool `yaml:"enabled"`
+	// Timeout bounds the whole check in seconds (0: 20); a machine with
+	// no cable costs this much.
+	Timeout int `yaml:"timeout"`
+	// Port is the kiosk's hello port (0: 9971).
+	Port int `yaml:"port"`
+	// Domain overrides the ME's suffix and DHCP option 15 (optional).
+	Domain string `yaml:"domain"`
+	// Modules are the NIC driver modules packed (with their
+	// dependencies); empty: DefaultNICModules. A name the kernel has
+	// built in (modules.builtin) is left out.
+	Modules []string `yaml:"modules"`
+}
+
+// DefaultNICModules are the wired NIC drivers packed for check_kiosk:
+// e1000e is the Intel vPro/AMT NIC (I217, I218, I219), igb Intel's server
+// and some desktop NICs (I210/I211), r8169 and its PHY driver realtek the
+// common Realtek NICs, e1000 and virtio_net QEMU's. About 1 MiB
+// compressed with their dependencies (libphy, dca, i2c-algo-bit,
+// net_failover).
+var DefaultNICModules = []string{"e1000e", "igb", "r8169", "realtek", "e1000", "virtio_net"}
+
+// NICModules is the module list check_kiosk adds (nil when disabled).
+func (a *Agent) NICModules() []string {
+	if !a.CheckKiosk.Enabled {
+		return nil
+	}
+	if len(a.CheckKiosk.Modules) > 0 {
+		return a.CheckKiosk.Modules
+	}
+	return DefaultNICModules
 }
 
 // Agent activation settings.
@@ -286,6 +330,9 @@ func (r *Recipe) setDefaults() {
 	if len(r.Kernel.Modules) == 0 {
 		r.Kernel.Modules = nil
 	}
+	if len(r.Agent.CheckKiosk.Modules) == 0 {
+		r.Agent.CheckKiosk.Modules = nil
+	}
 	if r.Agent.After == "" {
 		r.Agent.After = "poweroff"
 	}
@@ -357,8 +404,37 @@ func (r *Recipe) Validate() error {
 			return bad(fmt.Sprintf("kernel.modules[%d]", i), strconv.Quote(m), "not a module name")
 		}
 	}
+	return r.Agent.CheckKiosk.validate(r.Bootable(), bad)
+}
+
+func (k *CheckKiosk) validate(bootable bool, bad func(string, any, string) error) error {
+	if !k.Enabled {
+		if k.Timeout != 0 || k.Port != 0 || k.Domain != "" || len(k.Modules) > 0 {
+			return bad("agent.check_kiosk.enabled", false, "timeout, port, domain and modules apply only with enabled: true")
+		}
+		return nil
+	}
+	switch {
+	case !bootable:
+		return bad("agent.check_kiosk.enabled", true, "the check is done by the agent, which needs a bootable stick (boot.uefi or boot.bios)")
+	case k.Timeout < 0 || k.Timeout > 300:
+		return bad("agent.check_kiosk.timeout", k.Timeout, "want 1 to 300 seconds, or 0 for the default (20)")
+	case k.Port < 0 || k.Port > 65535:
+		return bad("agent.check_kiosk.port", k.Port, "want 1 to 65535, or 0 for the default (9971)")
+	case k.Domain != "" && (len(k.Domain) > 254 || !domainRE.MatchString(k.Domain)):
+		return bad("agent.check_kiosk.domain", strconv.Quote(k.Domain), "not a DNS domain name (e.g. line7.factory.example)")
+	}
+	for i, m := range k.Modules {
+		if !moduleNameRE.MatchString(m) {
+			return bad(fmt.Sprintf("agent.check_kiosk.modules[%d]", i), strconv.Quote(m), "not a module name")
+		}
+	}
 	return nil
 }
+
+// domainRE is a DNS name: labels of letters, digits and inner hyphens,
+// at most 253 characters with an optional final dot.
+var domainRE = regexp.MustCompile(`^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$`)
 
 var yamlTypeRE = regexp.MustCompile(` in type builder\.\w+`)
 

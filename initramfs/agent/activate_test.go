@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/provstick/provstick/initramfs/heci/amthi"
 	"github.com/provstick/provstick/initramfs/hostbased"
@@ -308,11 +309,26 @@ func TestParseConf(t *testing.T) {
 		{`{"activate":{"mode":"client-control","password":"fixed","secret":"c2hvcnQ="}}`, "the fixed password"},
 		{`{"activate":{"mode":"client-control","password":"derived","secret":"!!"}}`, "secret not base64"},
 		{strings.Replace(string(good), hostbased.KeyID(siteSecret), "00000000", 1), "key_id"},
+		{`{"check_kiosk":{"timeout":0}}`, "check_kiosk.timeout 0"},
+		{`{"check_kiosk":{"timeout":301}}`, "check_kiosk.timeout 301"},
+		{`{"check_kiosk":{"port":70000}}`, "check_kiosk.port 70000"},
+		{`{"check_kiosk":{"domain":"-bad.example"}}`, "check_kiosk.domain"},
+		{`{"check_kiosk":{"domain":"a..b"}}`, "check_kiosk.domain"},
+		{`{"check_kiosk":{"domain":"a b"}}`, "check_kiosk.domain"},
+		{`{"check_kiosk":true}`, "member check_kiosk"},
 	} {
 		_, err := ParseConf([]byte(tc.json))
 		if !errors.Is(err, ErrConf) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.json, err, tc.want)
 		}
+	}
+	k, err := ParseConf([]byte(`{"check_kiosk":{}}`))
+	if err != nil || k.CheckKiosk == nil || k.CheckKiosk.TimeoutDuration() != DefaultKioskTimeout || k.CheckKiosk.PortNumber() != 9971 {
+		t.Errorf("check_kiosk defaults: %+v %v", k, err)
+	}
+	k, err = ParseConf([]byte(`{"check_kiosk":{"timeout":5,"port":19971,"domain":"Line7.Example."}}`))
+	if err != nil || k.CheckKiosk.TimeoutDuration() != 5*time.Second || k.CheckKiosk.PortNumber() != 19971 || k.CheckKiosk.Domain != "Line7.Example." {
+		t.Errorf("check_kiosk: %+v %v", k, err)
 	}
 	if c, err := ReadConf(t.TempDir()); err != nil || c.Activation() != nil || c.CountdownSeconds() != 10 || c.MEWaitDuration().Seconds() != 30 {
 		t.Errorf("no agent.json: %+v %v", c, err)

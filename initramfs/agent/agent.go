@@ -7,7 +7,9 @@
 // provstick/agent.json asks for it (Conf, from the recipe's agent
 // section), it first activates AMT in client control mode over HECI
 // (initramfs/hostbased, specs/pki.md §6) and the same line records the
-// outcome (see Activation for the order). A PKI stick's line has kind
+// outcome (see Activation for the order); with check_kiosk it checks that
+// the kiosk's hello port is reachable the way AMT finds it (kiosk.go). A
+// PKI stick's line has kind
 // "pki" and no PID; every line lists the ME's trusted root hashes.
 //
 // The logic here is portable and tested against the ME simulator over a
@@ -68,7 +70,11 @@ type Config struct {
 	// line (source "agent-conf") and, since it cannot know whether
 	// activation was asked for, does not activate.
 	ConfErr error
-	Logger  *slog.Logger
+	// KioskCheck, if set, is the kiosk reachability check agent.json's
+	// check_kiosk asks for (NewKioskCheck); Run finishes it (the caller
+	// may have started it earlier) and records it in the line.
+	KioskCheck *KioskCheck
+	Logger     *slog.Logger
 }
 
 // ClockFloor is the earliest plausible time on the target: a clock before
@@ -185,6 +191,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Activate != nil {
 		rec.Activation = activate(ctx, cfg, rec.AMT, log)
 		phase("activate")
+	}
+	if cfg.KioskCheck != nil {
+		suffix := ""
+		if rec.AMT != nil {
+			suffix = rec.AMT.DNSSuffix
+		}
+		rec.KioskCheck = cfg.KioskCheck.Finish(ctx, suffix)
+		phase("kiosk-check")
 	}
 	rec.Time = now().UTC()
 	if !ClockPlausible(rec.Time) {

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/provstick/provstick/initramfs/hostbased"
@@ -47,6 +48,79 @@ type Conf struct {
 	// QR shows the ledger line as a QR code on the technician's screen
 	// (ledger.ForQR, ledger.EncodeQR); false: off.
 	QR bool `json:"qr"`
+	// CheckKiosk asks for the kiosk reachability check (kiosk.go); nil:
+	// none (the builder writes the member only when the recipe enables
+	// the check).
+	CheckKiosk *CheckKioskConf `json:"check_kiosk"`
+}
+
+// CheckKioskConf is agent.json's check_kiosk member.
+type CheckKioskConf struct {
+	// Timeout bounds the whole check (link, DHCP, DNS, connect) in
+	// seconds; nil: DefaultKioskTimeout. A machine without a cable costs
+	// this much.
+	Timeout *int `json:"timeout"`
+	// Port is the kiosk's hello port; nil: 9971.
+	Port *int `json:"port"`
+	// Domain, if set, is used instead of the ME's DNS suffix and DHCP
+	// option 15 (see KioskCheck for the order).
+	Domain string `json:"domain"`
+}
+
+// Kiosk check defaults.
+const (
+	DefaultKioskTimeout = 20 * time.Second
+	DefaultKioskPort    = 9971
+)
+
+// TimeoutDuration is Timeout or DefaultKioskTimeout.
+func (k *CheckKioskConf) TimeoutDuration() time.Duration {
+	if k != nil && k.Timeout != nil {
+		return time.Duration(*k.Timeout) * time.Second
+	}
+	return DefaultKioskTimeout
+}
+
+// PortNumber is Port or DefaultKioskPort.
+func (k *CheckKioskConf) PortNumber() int {
+	if k != nil && k.Port != nil {
+		return *k.Port
+	}
+	return DefaultKioskPort
+}
+
+func (k *CheckKioskConf) check() error {
+	switch {
+	case k.Timeout != nil && (*k.Timeout < 1 || *k.Timeout > 300):
+		return fmt.Errorf("%w: check_kiosk.timeout %d: want 1 to 300 seconds", ErrConf, *k.Timeout)
+	case k.Port != nil && (*k.Port < 1 || *k.Port > 65535):
+		return fmt.Errorf("%w: check_kiosk.port %d: want 1 to 65535", ErrConf, *k.Port)
+	case k.Domain != "" && !ValidDomain(k.Domain):
+		return fmt.Errorf("%w: check_kiosk.domain %q: not a DNS domain name", ErrConf, k.Domain)
+	}
+	return nil
+}
+
+// ValidDomain reports whether s is a DNS domain name: dot-separated
+// labels of 1 to 63 letters, digits and hyphens (not at either end), 253
+// characters at most, an optional final dot.
+func ValidDomain(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // ActivateConf is agent.json's activate member.
@@ -102,6 +176,11 @@ func ParseConf(b []byte) (*Conf, error) {
 	}
 	if a := c.Activate; a != nil {
 		if err := a.check(); err != nil {
+			return nil, err
+		}
+	}
+	if k := c.CheckKiosk; k != nil {
+		if err := k.check(); err != nil {
 			return nil, err
 		}
 	}

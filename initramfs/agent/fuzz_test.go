@@ -87,6 +87,17 @@ func FuzzParseConf(f *testing.F) {
 		if d := c.MEWaitDuration(); d < time.Second || d > 600*time.Second {
 			t.Errorf("me_wait %v", d)
 		}
+		if k := c.CheckKiosk; k != nil {
+			if d := k.TimeoutDuration(); d < time.Second || d > 300*time.Second {
+				t.Errorf("check_kiosk.timeout %v", d)
+			}
+			if p := k.PortNumber(); p < 1 || p > 65535 {
+				t.Errorf("check_kiosk.port %d", p)
+			}
+			if k.Domain != "" && !ValidDomain(k.Domain) {
+				t.Errorf("check_kiosk.domain %q", k.Domain)
+			}
+		}
 		if a := c.Activation(); a != nil {
 			if a.Mode != ModeClientControl || a.Password == nil {
 				t.Errorf("activation %+v", a)

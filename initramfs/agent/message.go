@@ -105,6 +105,14 @@ func render(rec *ledger.Record, lg *ledger.Log, h setupbin.Header) (ok bool, msg
 			}
 		}
 	}
+	if kc := rec.KioskCheck; kc != nil {
+		if kc.Result != ledger.KioskReachable {
+			ok = false
+		}
+		for _, l := range KioskLines(kc) {
+			line("%s", l)
+		}
+	}
 	if left > 0 && left <= 2 && rec.Case != ledger.CaseNone {
 		line("Note: only %d record(s) left on this stick.", left)
 	}

@@ -69,7 +69,7 @@ func (k ScreenKind) sgr() string {
 
 // strong lines are drawn bright: what the technician must do or must not
 // miss.
-var strong = []string{"Remove the stick", "PROBLEM", "WARNING", "Do not use this stick"}
+var strong = []string{"Remove the stick", "PROBLEM", "WARNING", "Do not use this stick", "Kiosk NOT reachable"}
 
 const (
 	esc        = "\x1b["

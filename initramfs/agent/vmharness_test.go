@@ -115,6 +115,10 @@ func agentBinary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	if role := os.Getenv(envKioskNetRole); role != "" {
+		// This binary re-executed inside a network namespace (vm_kiosk_test.go).
+		os.Exit(kioskNetRole(role))
+	}
 	code := m.Run()
 	if agentPath != "" {
 		os.RemoveAll(filepath.Dir(agentPath))
@@ -136,8 +140,14 @@ type vmStick struct {
 // yet) and appends extra to the kernel command line of both boot loaders.
 func buildStick(t *testing.T, dir string, n, first int, extra string) *vmStick {
 	t.Helper()
+	return buildStickRecipe(t, dir, "../../images/default.yaml", n, first, extra)
+}
+
+// buildStickRecipe is buildStick with another recipe.
+func buildStickRecipe(t *testing.T, dir, recipePath string, n, first int, extra string) *vmStick {
+	t.Helper()
 	sb, psks := setupbintest.File(t, setupbintest.Options{Records: n, Seed: 42})
-	recipe, err := builder.LoadRecipe("../../images/default.yaml")
+	recipe, err := builder.LoadRecipe(recipePath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,6 +330,7 @@ type vmOpts struct {
 	m       *machine
 	img     string
 	extra   []string      // more QEMU arguments
+	netns   string        // run QEMU in this network namespace (ip netns exec)
 	timeout time.Duration // whole boot; default 6 minutes
 	// onLine sees each console line as it arrives (from the reader
 	// goroutine); the VM handle lets it take screenshots or kill QEMU.
@@ -387,7 +398,13 @@ func startVM(t *testing.T, o vmOpts) *vm {
 		timeout = 6 * time.Minute
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	v.cmd = exec.CommandContext(ctx, qemuBin(t), args...)
+	if o.netns != "" {
+		// ip netns exec execs QEMU in place: the PID is QEMU's.
+		args = append([]string{"netns", "exec", o.netns, qemuBin(t)}, args...)
+		v.cmd = exec.CommandContext(ctx, "ip", args...)
+	} else {
+		v.cmd = exec.CommandContext(ctx, qemuBin(t), args...)
+	}
 	pr, pw := io.Pipe()
 	v.cmd.Stdout, v.cmd.Stderr = pw, pw
 	v.start = time.Now()

@@ -116,6 +116,11 @@ type Record struct {
 	// for (nil: none asked).
 	Activation *Activation `json:"activation,omitempty"`
 
+	// KioskCheck is whether the machine could reach the kiosk's hello
+	// port the way AMT finds it (agent.json check_kiosk; nil: not asked).
+	// Added after v1 without a version change: older readers ignore it.
+	KioskCheck *KioskCheck `json:"kiosk_check,omitempty"`
+
 	// Missing names each source that gave nothing, with why.
 	Missing []Missing `json:"missing,omitempty"`
 
@@ -178,6 +183,47 @@ type Activation struct {
 	ProvisioningState string `json:"provisioning_state,omitempty"` // after the attempt
 	Error             string `json:"error,omitempty"`
 	ElapsedMS         int64  `json:"elapsed_ms,omitempty"`
+}
+
+// Kiosk check results (KioskCheck.Result): "reachable", or the step that
+// failed. Readers must accept values they do not know (a newer agent may
+// add some) and treat them as a failure.
+const (
+	KioskReachable   = "reachable"     // TCP connection to the hello port accepted
+	KioskNoNIC       = "no-nic"        // no wired interface at all (no driver for the NIC)
+	KioskNoLink      = "no-link"       // no wired interface has a carrier (cable?)
+	KioskNoDHCP      = "no-dhcp"       // a link, but no DHCP answer
+	KioskNoDNSServer = "no-dns-server" // the lease names no DNS server (option 6)
+	KioskNoDomain    = "no-domain"     // neither the ME nor DHCP option 15 gives a domain
+	KioskNotResolved = "not-resolved"  // provisionserver.<domain> has no address
+	KioskRefused     = "refused"       // the address answered, nothing listens on the port
+	KioskTimeout     = "timeout"       // the connection attempt got no answer in time
+	KioskError       = "error"         // anything else (Error says what)
+)
+
+// KioskCheck is the agent's reachability check of the kiosk
+// (../../../shared/specs/amt-psk.md §1): a DHCPv4 lease on a wired
+// interface, provisionserver.<domain> resolved with the lease's DNS
+// server, a TCP connection to the address's hello port closed without a
+// hello. Fields after the failing step are empty.
+type KioskCheck struct {
+	Result    string `json:"result"`              // KioskReachable or the failing step
+	Interface string `json:"interface,omitempty"` // e.g. "eth0"
+	MAC       string `json:"mac,omitempty"`
+	Address   string `json:"address,omitempty"` // the lease, CIDR form
+	DHCP      string `json:"dhcp,omitempty"`    // the DHCP server's identifier
+	DNS       string `json:"dns,omitempty"`     // the DNS server asked
+	// Domain is the suffix used and DomainSource where it came from:
+	// "recipe" (check_kiosk.domain), "me" (the ME's DNS suffix, what AMT
+	// uses first) or "dhcp" (option 15). DHCPDomain is option 15 when it
+	// differs from Domain.
+	Domain       string `json:"domain,omitempty"`
+	DomainSource string `json:"domain_source,omitempty"`
+	DHCPDomain   string `json:"dhcp_domain,omitempty"`
+	Name         string `json:"name,omitempty"`  // provisionserver.<domain>
+	Kiosk        string `json:"kiosk,omitempty"` // address:port connected to (or tried)
+	Error        string `json:"error,omitempty"`
+	ElapsedMS    int64  `json:"elapsed_ms,omitempty"`
 }
 
 // DMI is /sys/class/dmi/id.

@@ -299,3 +299,56 @@ func TestActivationFields(t *testing.T) {
 		t.Errorf("old line read with new fields: %+v", o)
 	}
 }
+
+// TestKioskCheckField: the optional kiosk_check member round-trips, keeps
+// the line at v1 (older readers, which decode without DisallowUnknownFields,
+// skip it), and a line written before it existed reads with it nil. The
+// fixture record-kiosk-check.jsonl is such a line for readers to come.
+func TestKioskCheckField(t *testing.T) {
+	r := sample(5)
+	r.KioskCheck = &KioskCheck{Result: KioskReachable, Interface: "eth0", MAC: "00:16:3e:00:00:01", Address: "10.77.0.100/24",
+		DHCP: "10.77.0.1", DNS: "10.77.0.1", Domain: "line7.factory.example", DomainSource: "dhcp",
+		Name: "provisionserver.line7.factory.example", Kiosk: "10.77.0.1:9971", ElapsedMS: 850}
+	b, err := Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join("testdata", "record-kiosk-check.jsonl")
+	if *update {
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want, err := os.ReadFile(p); err != nil || !bytes.Equal(b, want) {
+		t.Errorf("%s differs from what this code writes (%v); refresh with -update", p, err)
+	}
+	if !bytes.HasPrefix(b, []byte(`{"v":1,`)) || !bytes.Contains(b, []byte(`"kiosk_check":{"result":"reachable","interface":"eth0"`)) {
+		t.Errorf("line:\n%s", b)
+	}
+	got, err := Unmarshal(bytes.TrimSuffix(b, []byte("\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.V, r.Sum = Version, got.Sum
+	if !reflect.DeepEqual(got, r) {
+		t.Errorf("round trip:\ngot  %+v\nwant %+v", got.KioskCheck, r.KioskCheck)
+	}
+	// What a reader from before the field does with the line: the v1
+	// fields it knows decode, the new member is skipped.
+	var older struct {
+		V     int    `json:"v"`
+		Seq   uint64 `json:"seq"`
+		Stick string `json:"stick"`
+		PID   string `json:"pid"`
+	}
+	if err := json.Unmarshal(b, &older); err != nil || older.V != 1 || older.Seq != 5 || older.PID != "0000-037M" {
+		t.Errorf("an older reader: %+v, %v", older, err)
+	}
+	old, err := os.ReadFile(filepath.Join("testdata", "record-v1.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, err := Unmarshal(bytes.TrimSuffix(old, []byte("\n"))); err != nil || o.KioskCheck != nil {
+		t.Errorf("old line: %+v, %v", o, err)
+	}
+}

@@ -14,7 +14,8 @@ import (
 )
 
 // FuzzListener writes arbitrary bytes to the listener over a pipe: every
-// message must be handled exactly once, as a hello or as an error, and a
+// message must be handled exactly once, as a hello or as an error (an
+// empty one is a probe, counted and not handed on), and a
 // hello must encode back to the same bytes. Seeds: testdata (copies of
 // internal/hello's vectors, testdata/README.md).
 func FuzzListener(f *testing.F) {
@@ -36,8 +37,13 @@ func FuzzListener(f *testing.F) {
 		a, c := net.Pipe()
 		go func() { a.Write(b); a.Close() }()
 		got = Received{}
+		probes := l.Stats().Probes
 		l.serveConn(context.Background(), c, netip.AddrPort{}, time.Now(), make([]byte, wire.MaxSize+1), 0)
 		switch {
+		case len(b) == 0:
+			if got != (Received{}) || l.Stats().Probes != probes+1 {
+				t.Fatalf("an empty connection: handled %+v, stats %+v; want a probe", got, l.Stats())
+			}
 		case got.Err != nil:
 			if got.Hello != nil {
 				t.Fatal("both a hello and an error")

@@ -5,7 +5,10 @@
 // message at EOF with internal/hello, and hands every outcome — a PSK hello,
 // a PKI hello (logged; the PKI path comes later) or a malformed message — to
 // the Handler. Malformed hellos are counted and logged with the peer
-// address, never fatal. What a hello means for the pool (folding duplicates,
+// address, never fatal. A connection closed without a byte is a probe (the
+// stick's agent checking that the kiosk is reachable, initramfs/agent): it
+// is counted and logged at info, not handed to the Handler, and is not a
+// malformed hello. What a hello means for the pool (folding duplicates,
 // looking up the PID, recording it) is the Handler's business (package
 // kiosk).
 //
@@ -109,8 +112,11 @@ type Stats struct {
 	PSK         uint64 // version-2 hellos
 	PKI         uint64 // version-3 hellos
 	Malformed   uint64 // everything else (too long, bad fields, timeouts)
-	Flooded     uint64 // connections closed unread: their source was over FloodRate
-	Waited      uint64 // connections read on a goroutine of their own: their hello had not all arrived when accepted (Linux path)
+	// Probes are connections closed without sending a byte: a
+	// reachability check (the agent's check_kiosk), not a hello.
+	Probes  uint64
+	Flooded uint64 // connections closed unread: their source was over FloodRate
+	Waited  uint64 // connections read on a goroutine of their own: their hello had not all arrived when accepted (Linux path)
 }
 
 // Listener reads hellos.
@@ -118,7 +124,7 @@ type Listener struct {
 	o                        Options
 	log                      *slog.Logger
 	conns, psk, pki, malform atomic.Uint64
-	flooded, waited          atomic.Uint64
+	flooded, waited, probes  atomic.Uint64
 	bufs                     sync.Pool
 	flood                    *limiter // nil: no limit
 }
@@ -159,7 +165,7 @@ func New(o Options) (*Listener, error) {
 
 // Stats returns the counters.
 func (l *Listener) Stats() Stats {
-	return Stats{Connections: l.conns.Load(), PSK: l.psk.Load(), PKI: l.pki.Load(), Malformed: l.malform.Load(), Flooded: l.flooded.Load(), Waited: l.waited.Load()}
+	return Stats{Connections: l.conns.Load(), PSK: l.psk.Load(), PKI: l.pki.Load(), Malformed: l.malform.Load(), Flooded: l.flooded.Load(), Waited: l.waited.Load(), Probes: l.probes.Load()}
 }
 
 // Serve accepts connections on ln until ctx ends (then it returns nil) or
@@ -271,6 +277,12 @@ func (l *Listener) accept(ctx context.Context, ln net.Listener, ra *rawAcceptor,
 			var n int
 			bp := l.bufs.Get().(*[]byte)
 			if c, n, err = readRaw(fd, peer, *bp); c == nil {
+				if isProbe((*bp)[:n], err) {
+					l.bufs.Put(bp)
+					l.probe(peer)
+					<-sem
+					continue
+				}
 				r := Received{At: now, Peer: peer}
 				if err != nil {
 					r.Err = err
@@ -321,6 +333,9 @@ func (l *Listener) serveConn(ctx context.Context, c conn, peer netip.AddrPort, a
 	r := Received{At: at, Peer: peer}
 	b, err := readAll(c, buf, n)
 	switch {
+	case isProbe(b, err):
+		l.probe(peer)
+		return
 	case err != nil:
 		r.Err = err
 	default:
@@ -329,6 +344,26 @@ func (l *Listener) serveConn(ctx context.Context, c conn, peer netip.AddrPort, a
 	l.account(ctx, r)
 	l.o.Handler(ctx, r)
 }
+
+// probe counts and logs a connection closed without a byte.
+func (l *Listener) probe(peer netip.AddrPort) {
+	l.probes.Add(1)
+	l.log.Info("reachability probe (a connection closed without a hello)", "peer", peer.String())
+}
+
+// isProbe reports whether a connection's read was a probe: the peer
+// closed (or reset) it without sending a byte. A peer that stays silent
+// until the read deadline is not a probe but a malformed hello (AMT never
+// does either, so the silent one is the suspicious one).
+func isProbe(b []byte, err error) bool {
+	if err != nil {
+		return errors.Is(err, syscall.ECONNRESET) && errors.Is(err, errNothingRead)
+	}
+	return len(b) == 0
+}
+
+// errNothingRead marks a read error before the first byte.
+var errNothingRead = errors.New("nothing read")
 
 // account counts and logs one message.
 func (l *Listener) account(ctx context.Context, r Received) {
@@ -362,6 +397,9 @@ func readAll(c conn, buf []byte, n int) ([]byte, error) {
 		n += m
 		if errors.Is(err, io.EOF) {
 			return buf[:n], nil
+		}
+		if err != nil && n == 0 {
+			return nil, fmt.Errorf("reading a hello: %w (%w)", err, errNothingRead)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading a hello after %d bytes: %w", n, err)

@@ -149,6 +149,9 @@ func readRaw(fd int, peer netip.AddrPort, buf []byte) (c conn, n int, err error)
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
 			return os.NewFile(uintptr(fd), peer.String()), n, nil
+		case n == 0:
+			closeFD(fd)
+			return nil, n, fmt.Errorf("reading a hello: %w (%w)", os.NewSyscallError("read", err), errNothingRead)
 		default:
 			closeFD(fd)
 			return nil, n, fmt.Errorf("reading a hello after %d bytes: %w", n, os.NewSyscallError("read", err))

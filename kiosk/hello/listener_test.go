@@ -232,3 +232,47 @@ func TestListenerBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestListenerProbe: a connection closed (or reset) without a byte is a
+// reachability probe — counted and logged, not a malformed hello and not
+// handed to the Handler — while a silent peer that holds the connection
+// until the deadline is still malformed.
+func TestListenerProbe(t *testing.T) {
+	l, c, addr := start(t, 300*time.Millisecond)
+	wait := func(what string, want func(Stats) bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !want(l.Stats()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: stats %+v", what, l.Stats())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	send(t, addr, nil, true) // connect, close: what the agent does
+	wait("closed", func(s Stats) bool { return s.Probes == 1 })
+
+	rc, err := net.Dial("tcp", addr) // connect, reset
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.(*net.TCPConn).SetLinger(0)
+	rc.Close()
+	wait("reset", func(s Stats) bool { return s.Probes == 2 })
+
+	send(t, addr, nil, false) // connect, stay silent
+	select {
+	case <-c.ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the silent connection was not handled")
+	}
+	c.mu.Lock()
+	rs := append([]Received(nil), c.rs...)
+	c.mu.Unlock()
+	if len(rs) != 1 || rs[0].Err == nil {
+		t.Fatalf("handled %+v, want only the silent connection, malformed", rs)
+	}
+	if s := l.Stats(); s.Connections != 3 || s.Probes != 2 || s.Malformed != 1 || s.PSK != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}

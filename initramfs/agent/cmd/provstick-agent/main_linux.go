@@ -56,7 +56,7 @@ func run() {
 				Lead: "Reading the stick and asking this machine who it is.", Lines: []string{"This takes a few seconds."}})
 		}
 	}
-	loaded, failed, skipped := loadModules(say, false)
+	loaded, failed, skipped, nics := loadModules(say, false)
 	say("ready: %d modules loaded, %d failed, %v after init started, %s since boot",
 		loaded, failed, time.Since(start).Round(time.Millisecond), uptime())
 	// A clock still wrong after this is named in the ledger line by Run.
@@ -72,7 +72,16 @@ func run() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
 
-	scr, countdown := work(start, boot, skipped, log, say)
+	// NIC drivers are packed only for check_kiosk: start the check's
+	// link and DHCP now, while the stick is searched for and the ME
+	// asked (autonegotiation alone takes seconds); work configures it
+	// from agent.json, or stops it.
+	var kiosk *agent.KioskCheck
+	if nics > 0 {
+		kiosk = &agent.KioskCheck{Net: agent.LinkNetwork{Logger: log}, Timeout: agent.MaxKioskTimeout, Logger: log}
+		kiosk.Start(context.Background())
+	}
+	scr, countdown := work(start, boot, skipped, kiosk, log, say)
 	unix.Sync()
 	if con != nil {
 		scr.Footer = footer(boot, countdown)
@@ -94,7 +103,7 @@ func run() {
 
 // work finds the stick, runs the agent and prints the result; it returns
 // the technician's screen and the countdown to use.
-func work(initStart time.Time, boot agent.Boot, skipped []string, log *slog.Logger, say func(string, ...any)) (agent.Screen, int) {
+func work(initStart time.Time, boot agent.Boot, skipped []string, kiosk *agent.KioskCheck, log *slog.Logger, say func(string, ...any)) (agent.Screen, int) {
 	countdown := boot.Countdown
 	// Ask the machine (ME, DMI, NICs, TPM) while the USB stick is still
 	// being enumerated; the ME's wait is bounded below once agent.json
@@ -140,6 +149,20 @@ func work(initStart time.Time, boot agent.Boot, skipped []string, log *slog.Logg
 		countdown = conf.CountdownSeconds()
 	}
 	say("stick %s found in %v", man.Stick, time.Since(findStart).Round(time.Millisecond))
+	// Run finishes the kiosk check once the ME has said which DNS
+	// suffix it has.
+	switch {
+	case conf.CheckKiosk != nil && kiosk != nil:
+		kiosk.Configure(conf.CheckKiosk)
+		say("kiosk check: started at init, at most %v", kiosk.Timeout)
+	case conf.CheckKiosk != nil:
+		kiosk = agent.NewKioskCheck(agent.LinkNetwork{Logger: log}, conf.CheckKiosk, log)
+		kiosk.Start(context.Background())
+		say("kiosk check: no NIC driver loaded at init; trying anyway, at most %v", kiosk.Timeout)
+	case kiosk != nil:
+		kiosk.Stop()
+		kiosk = nil
+	}
 	var m *agent.Machine
 	select {
 	case m = <-machine:
@@ -154,6 +177,7 @@ func work(initStart time.Time, boot agent.Boot, skipped []string, log *slog.Logg
 		Machine:     m,
 		Activate:    conf.Activation(),
 		ConfErr:     confErr,
+		KioskCheck:  kiosk,
 		Logger:      log,
 		BeforeWrite: func(ctx context.Context) error { return beforeWrite(ctx, boot, say) },
 	})
@@ -170,6 +194,10 @@ func work(initStart time.Time, boot agent.Boot, skipped []string, log *slog.Logg
 	say("ledger: line %d (%s) written in %v, of which ME %v; init start to fsync %v, stick search %v; %s since boot", res.Record.Seq, res.Record.Case,
 		res.Elapsed.Round(time.Millisecond), res.MEElapsed.Round(time.Millisecond), time.Since(initStart).Round(time.Millisecond),
 		res.Started.Sub(findStart).Round(time.Millisecond), uptime())
+	if k := res.Record.KioskCheck; k != nil {
+		say("kiosk check: %s in %d ms: interface %s, lease %s, DNS %s, domain %s (%s), %s -> %s %s", k.Result, k.ElapsedMS, k.Interface, k.Address,
+			k.DNS, k.Domain, k.DomainSource, k.Name, k.Kiosk, k.Error)
+	}
 	if a := res.Record.Activation; a != nil {
 		say("activation: %s (control mode %s, state %s, %d ms) %s", a.Result, a.ControlMode, a.ProvisioningState, a.ElapsedMS, a.Error)
 	}
@@ -278,11 +306,11 @@ func finish(boot agent.Boot, countdown int, con *agent.Console, say func(string,
 // out and returned in skipped, to be loaded after all if the stick does
 // not show up: each module costs a signature check and relocation, which
 // under emulation is tens of milliseconds.
-func loadModules(say func(string, ...any), all bool) (loaded, failed int, skipped []string) {
+func loadModules(say func(string, ...any), all bool) (loaded, failed int, skipped []string, nics int) {
 	b, err := os.ReadFile(moduleOrder)
 	if err != nil {
 		say("no module list: %v", err)
-		return 0, 0, nil
+		return 0, 0, nil, 0
 	}
 	present := pciPresent()
 	var files []string
@@ -310,12 +338,15 @@ func loadModules(say func(string, ...any), all bool) (loaded, failed int, skippe
 			failed++
 		} else {
 			loaded++
+			if hardwareGated[r.name] == "c:020000" || r.name == "virtio_net" {
+				nics++
+			}
 		}
 	}
 	if len(parts) > 0 {
 		say("modules: slowest %s; left out (no such hardware) %d", strings.Join(parts, ", "), len(skipped))
 	}
-	return loaded, failed, skipped
+	return loaded, failed, skipped, nics
 }
 
 type modResult struct {
@@ -408,6 +439,13 @@ var hardwareGated = map[string]string{
 	"uhci_hcd":       "c:0c0300",
 	"virtio_pci":     "v:1af4",
 	"virtio_console": "v:1af4",
+	// NIC drivers, packed only when the recipe enables check_kiosk.
+	"e1000e":     "c:020000",
+	"igb":        "c:020000",
+	"e1000":      "c:020000",
+	"r8169":      "c:020000",
+	"realtek":    "v:10ec", // r8169's PHY driver
+	"virtio_net": "v:1af4",
 }
 
 // pciPresent reads /sys/bus/pci/devices once; the returned function
