@@ -616,8 +616,7 @@ func (b *Builder) layout(s Stick, sb *setupbin.Reader, bf *bootFiles) ([]imageFi
 				r.Boot.Timeout, r.Name, KernelPath, cmdline, InitrdPath))
 		}
 		if r.Boot.BIOS == LoaderSyslinux {
-			add("syslinux/syslinux.cfg", fmt.Appendf(nil, "DEFAULT provstick\nPROMPT 0\nTIMEOUT %d\nLABEL provstick\n  KERNEL /%s\n  INITRD /%s\n  APPEND %s\n",
-				r.Boot.Timeout*10, KernelPath, InitrdPath, cmdline))
+			add(SyslinuxConfigPath, SyslinuxConfig(r))
 		}
 	}
 	slices.SortFunc(files, func(a, b imageFile) int { return strings.Compare(a.path, b.path) })
@@ -648,6 +647,29 @@ func (b *Builder) layout(s Stick, sb *setupbin.Reader, bf *bootFiles) ([]imageFi
 	files = append(files, imageFile{ManifestPath, append(mj, '\n')})
 	slices.SortFunc(files, func(a, b imageFile) int { return strings.Compare(a.path, b.path) })
 	return append([]imageFile{{SetupBinName, s.SetupBin}}, files...), man, nil
+}
+
+// SyslinuxConfigPath is syslinux's configuration file on the stick.
+const SyslinuxConfigPath = "syslinux/syslinux.cfg"
+
+// SyslinuxConfig is the syslinux.cfg the builder writes for r (which
+// must have been checked: ParseRecipe, LoadRecipe or Validate). Its
+// kernel command line is the other loaders' with, when r.Boot.BIOSVideo
+// asks for a VESA mode, vga= in front: the kernel's real-mode setup
+// code, which only a legacy BIOS boot runs, sets that mode through the
+// video BIOS, and vesafb (built into Debian's kernel; no module) gives
+// fbcon its framebuffer.
+func SyslinuxConfig(r *Recipe) []byte {
+	cmdline := strings.TrimSpace(r.Boot.Cmdline + " provstick.after=" + r.Agent.After)
+	video := r.Boot.BIOSVideo
+	if video == "" && r.Agent.QR { // a recipe built in code (ParseRecipe sets it)
+		video = BIOSVideo1024x768
+	}
+	if mode := biosVideoModes[video]; mode != "" {
+		cmdline = "vga=" + mode + " " + cmdline
+	}
+	return fmt.Appendf(nil, "DEFAULT provstick\nPROMPT 0\nTIMEOUT %d\nLABEL provstick\n  KERNEL /%s\n  INITRD /%s\n  APPEND %s\n",
+		r.Boot.Timeout*10, KernelPath, InitrdPath, cmdline)
 }
 
 func sha256Hex(b []byte) string {

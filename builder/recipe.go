@@ -63,7 +63,30 @@ type Boot struct {
 	Cmdline string `yaml:"cmdline"` // kernel command line
 	// Timeout is the boot menu wait in seconds (0: boot at once).
 	Timeout int `yaml:"timeout"`
+	// BIOSVideo is the screen a legacy BIOS boot (syslinux) gives the
+	// kernel: "text" (VGA text, 80×25) or "1024x768" (a VESA mode the
+	// kernel's real-mode setup sets, vga=0x317 on syslinux's command
+	// line only; vesafb and fbcon, built into Debian's kernel, draw the
+	// console at 128×48). Empty: "1024x768" when agent.qr is on (no QR
+	// code fits 80×25), otherwise "text". UEFI boot is not affected (its
+	// console is the firmware's framebuffer). A BIOS whose video BIOS
+	// lacks the mode makes the kernel ask for one and wait 30 seconds
+	// before it keeps text mode (the agent then says there is no QR
+	// code); "text" avoids that wait on such machines.
+	BIOSVideo string `yaml:"bios_video"`
 }
+
+// Legacy BIOS screens (Boot.BIOSVideo).
+const (
+	BIOSVideoText     = "text"
+	BIOSVideo1024x768 = "1024x768"
+)
+
+// biosVideoModes are the kernel's vga= numbers (0x200 + the VESA mode
+// number) for Boot.BIOSVideo. 0x117 (1024×768, 16-bit colour) is one of
+// VBE 1.2's fixed mode numbers, which video BIOSes still list; 16-bit
+// colour moves half the bytes of 0x118's 24-bit when fbcon redraws.
+var biosVideoModes = map[string]string{BIOSVideo1024x768: "0x317"}
 
 // Kernel says where the kernel comes from and which modules go into the
 // initramfs (their dependencies are added from each module's .modinfo).
@@ -327,6 +350,12 @@ func (r *Recipe) setDefaults() {
 	if r.Boot.BIOS == "" {
 		r.Boot.BIOS = LoaderNone
 	}
+	if r.Boot.BIOSVideo == "" && r.Boot.BIOS == LoaderSyslinux {
+		r.Boot.BIOSVideo = BIOSVideoText
+		if r.Agent.QR {
+			r.Boot.BIOSVideo = BIOSVideo1024x768
+		}
+	}
 	if len(r.Kernel.Modules) == 0 {
 		r.Kernel.Modules = nil
 	}
@@ -342,6 +371,16 @@ func (r *Recipe) setDefaults() {
 	if r.Agent.Activate == ActivateClientControl && r.Agent.AMTPassword == "" {
 		r.Agent.AMTPassword = AMTPasswordDerived
 	}
+}
+
+// hasVGA: the command line sets a video mode itself.
+func hasVGA(cmdline string) bool {
+	for _, w := range strings.Fields(cmdline) {
+		if strings.HasPrefix(w, "vga=") {
+			return true
+		}
+	}
+	return false
 }
 
 var labelRE = regexp.MustCompile(`^[A-Z0-9_-]{1,11}$`)
@@ -372,6 +411,12 @@ func (r *Recipe) Validate() error {
 		return bad("boot.uefi", r.Boot.UEFI, `want "systemd-boot", "shim-grub" or "none"`)
 	case r.Boot.BIOS != LoaderNone && r.Boot.BIOS != LoaderSyslinux:
 		return bad("boot.bios", r.Boot.BIOS, `want "syslinux" or "none"`)
+	case r.Boot.BIOSVideo != "" && r.Boot.BIOSVideo != BIOSVideoText && biosVideoModes[r.Boot.BIOSVideo] == "":
+		return bad("boot.bios_video", strconv.Quote(r.Boot.BIOSVideo), `want "text" or "1024x768"`)
+	case biosVideoModes[r.Boot.BIOSVideo] != "" && r.Boot.BIOS != LoaderSyslinux:
+		return bad("boot.bios_video", r.Boot.BIOSVideo, "applies only with boot.bios: syslinux")
+	case biosVideoModes[r.Boot.BIOSVideo] != "" && hasVGA(r.Boot.Cmdline):
+		return bad("boot.cmdline", strconv.Quote(r.Boot.Cmdline), "has vga= and boot.bios_video sets one; set boot.bios_video: text to keep the command line's")
 	case r.Boot.Timeout < 0 || r.Boot.Timeout > 600:
 		return bad("boot.timeout", r.Boot.Timeout, "want 0 to 600 seconds")
 	case strings.ContainsAny(r.Boot.Cmdline, "\n\r\x00"):

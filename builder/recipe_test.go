@@ -60,6 +60,9 @@ func TestBadRecipes(t *testing.T) {
 		{"no modules", "version: 1\nname: a\nsize: 128MiB\nboot: {bios: syslinux}\n", "kernel.modules"},
 		{"module name", "version: 1\nname: a\nsize: 128MiB\nboot: {bios: syslinux}\nkernel: {modules: [\"../x\"]}\n", "kernel.modules[0]"},
 		{"cmdline", "version: 1\nname: a\nsize: 128MiB\nboot: {cmdline: \"a\\nb\"}\n", "boot.cmdline"},
+		{"bios video", "version: 1\nname: a\nsize: 128MiB\nboot: {bios: syslinux, bios_video: 800x600}\nkernel: {modules: [vfat]}\n", "boot.bios_video"},
+		{"bios video uefi", "version: 1\nname: a\nsize: 128MiB\nboot: {uefi: systemd-boot, bios_video: 1024x768}\nkernel: {modules: [vfat]}\n", "only with boot.bios: syslinux"},
+		{"two vga", "version: 1\nname: a\nsize: 128MiB\nboot: {bios: syslinux, bios_video: 1024x768, cmdline: \"quiet vga=791\"}\nkernel: {modules: [vfat]}\n", "has vga="},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseRecipe(strings.NewReader(tc.yaml), "x.yaml")
@@ -146,5 +149,45 @@ func TestFindKernelMissing(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "boot", "vmlinuz-1"), nil, 0o644)
 	if _, err := FindKernel(dir); !errors.Is(err, ErrKernel) {
 		t.Errorf("no modules: got %v", err)
+	}
+}
+
+// TestSyslinuxConfig: the legacy BIOS entry gets a VESA mode (vga=0x317,
+// 1024×768) when the QR code is on or the recipe asks, text mode
+// otherwise; the UEFI entry's command line never has vga=.
+func TestSyslinuxConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name, boot, agent, wantVideo string
+		wantVGA                      bool
+	}{
+		{"default", "", "", "text", false},
+		{"qr", "", "qr: true", "1024x768", true},
+		{"qr text", "bios_video: text", "qr: true", "text", false},
+		{"asked", "bios_video: 1024x768", "", "1024x768", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y := "version: 1\nname: a\nsize: 128MiB\nboot:\n  uefi: systemd-boot\n  bios: syslinux\n  cmdline: console=tty0\n  " + tc.boot +
+				"\nkernel: {modules: [vfat]}\nagent:\n  " + tc.agent + "\n"
+			r, err := ParseRecipe(strings.NewReader(y), "x.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Boot.BIOSVideo != tc.wantVideo {
+				t.Errorf("boot.bios_video %q, want %q", r.Boot.BIOSVideo, tc.wantVideo)
+			}
+			cfg := string(SyslinuxConfig(r))
+			want := "  APPEND console=tty0 provstick.after=poweroff\n"
+			if tc.wantVGA {
+				want = "  APPEND vga=0x317 console=tty0 provstick.after=poweroff\n"
+			}
+			if !strings.HasSuffix(cfg, want) || !strings.HasPrefix(cfg, "DEFAULT provstick\n") {
+				t.Errorf("syslinux.cfg:\n%s\nwant its last line %q", cfg, want)
+			}
+		})
+	}
+	// A recipe built in code, without ParseRecipe's defaults.
+	r := &Recipe{Boot: Boot{BIOS: LoaderSyslinux}, Agent: Agent{After: "poweroff", QR: true}}
+	if cfg := string(SyslinuxConfig(r)); !strings.Contains(cfg, "APPEND vga=0x317 provstick.after=poweroff\n") {
+		t.Errorf("code-built recipe with QR on:\n%s", cfg)
 	}
 }

@@ -10,7 +10,8 @@ import (
 
 // DefaultConsole is the machine's display: the foreground virtual
 // terminal, drawn by vgacon (legacy BIOS, VGA text mode) or fbcon (the
-// UEFI GOP framebuffer through efifb). /dev/fb0 would need our own font
+// UEFI GOP framebuffer through efifb, or under legacy BIOS the VESA mode
+// the recipe's boot.bios_video asks for, through vesafb). /dev/fb0 would need our own font
 // and renderer and does not exist at all in VGA text mode; tty0 works on
 // both and the kernel draws the glyphs.
 const DefaultConsole = "/dev/tty0"

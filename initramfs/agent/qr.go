@@ -23,6 +23,10 @@ import (
 // not fit, the minimal form (AMT UUID only, about 230 characters), and
 // where that does not fit either (VGA text mode, 80×25: at most 50 rows
 // of modules, version 7 with a quiet zone), no code and a line saying so.
+// A legacy BIOS boot is in VGA text mode unless the builder's syslinux
+// entry asks for VESA 1024×768 (recipe boot.bios_video, on by default
+// with agent.qr; 128×48 characters); a video BIOS without that mode
+// leaves it in text mode, and this line is what the technician sees.
 type QR struct {
 	forms []qrForm // best first
 }

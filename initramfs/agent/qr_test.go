@@ -91,7 +91,7 @@ func TestQRFit(t *testing.T) {
 // back with zbarimg (zbar-tools), an independent decoder: the text must
 // decode to the compact line, which verifies and names the full line.
 func TestQRScreenZbar(t *testing.T) {
-	for _, size := range [][2]int{{160, 50}, {90, 30}} {
+	for _, size := range [][2]int{{160, 50}, {128, 48}, {90, 30}} {
 		t.Run(fmt.Sprintf("%dx%d", size[0], size[1]), func(t *testing.T) {
 			rec, sum := qrRecord(true)
 			q, err := QRFor(rec, sum)

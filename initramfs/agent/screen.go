@@ -20,7 +20,7 @@ const (
 // Screen is what the technician sees on the machine's display: a coloured
 // title bar, the message, and a footer (the countdown). It is drawn on the
 // Linux text console (vgacon under legacy BIOS, fbcon on the UEFI
-// framebuffer) with ANSI/VT escape sequences, so the kernel renders the
+// framebuffer or on the VESA one a legacy BIOS boot gets for a QR code) with ANSI/VT escape sequences, so the kernel renders the
 // glyphs and no font or image library goes into the initramfs.
 type Screen struct {
 	Kind  ScreenKind

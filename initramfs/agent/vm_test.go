@@ -19,21 +19,24 @@ package agent
 // (screendump, PPM → PNG, kept under PROVSTICK_ARTIFACTS if set) and reads
 // it with tesseract.
 //
-// Boots 2 and 3 have agent.json "qr": true. Boot 2 (OVMF, 1280×800
-// framebuffer) shows the QR code: zbarimg (zbar-tools), a decoder
-// independent of ours, reads it from the screenshot, ledger.DecodeQR turns
-// the text into a line, and that line must be byte for byte
-// ledger.ForQR's line of the ledger line read back from the image. Boot 3
-// (SeaBIOS, VGA text 80×25: too small for any form) must say on the
-// screen that there is no QR code.
+// Boots 2 and 3 have agent.json "qr": true. Both show the QR code: boot 2
+// on OVMF's 1280×800 framebuffer, boot 3 under SeaBIOS on the 1024×768
+// VESA framebuffer that the builder's syslinux entry asks for when the
+// recipe has agent.qr (builder.SyslinuxConfig, vga=0x317; boot 1 has the
+// text-mode entry of the recipe as shipped, qr off). zbarimg (zbar-tools),
+// a decoder independent of ours, reads the code from the screenshot,
+// ledger.DecodeQR turns the text into a line, and that line must be byte
+// for byte ledger.ForQR's line of the ledger line read back from the
+// image. (VGA text mode, 80×25, has no room for a code: TestQRFit checks
+// the "No QR code" line.)
 //
 // Guest view: the image is a USB stick (qemu-xhci + usb-storage,
 // /dev/sda, FAT on /dev/sda1 labelled PROVSTICK); the ME simulator
 // listens on a Unix socket that QEMU connects to as the chardev of a
 // virtserialport named org.provstick.mei (/dev/vport*p1 in the guest);
 // swtpm is a tpm-tis device (/dev/tpm0, /dev/tpmrm0); the display is
-// -vga std with -display none (vgacon text mode under SeaBIOS, efifb +
-// fbcon under OVMF). The kernel command line, patched here in both boot
+// -vga std with -display none (vgacon text mode under SeaBIOS, or vesafb +
+// fbcon with vga=0x317; efifb + fbcon under OVMF). The kernel command line, patched here in both boot
 // loaders' entries, adds provstick.mei=virtio:org.provstick.mei.
 //
 // Needs qemu-system-x86, ovmf, swtpm, mtools, syslinux, syslinux-common,
@@ -53,6 +56,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/provstick/provstick/builder"
 	"github.com/provstick/provstick/internal/ledger"
 )
 
@@ -98,7 +102,7 @@ func TestVMAgent(t *testing.T) {
 		{name: "2-uefi-B", uefi: true, consume: 1, tpm: true, shot: true, qr: true, wantCase: ledger.CaseNormal, wantRec: 102,
 			wantOCR: []string{"DONE", "Record 102", "Remove the stick", "QR code: this ledger line", "Powering off in"}},
 		{name: "3-legacy-C-multiple", consume: 2, tpm: true, shot: true, qr: true, wantCase: ledger.CaseMultiple, wantRec: 104, wantSkip: []int{103},
-			wantOCR: []string{"ATTENTION", "records were consumed", "Record 104", "No QR code", "Powering off in"}},
+			wantOCR: []string{"ATTENTION", "records were consumed", "Record 104", "QR code: this ledger line", "Powering off in"}},
 		{name: "4-uefi-D-rollback", uefi: true, shot: true, wantCase: ledger.CaseRollback,
 			wantOCR: []string{"PROBLEM", "LOWER than the ledger", "Powering off in"}},
 	}
@@ -123,6 +127,9 @@ func TestVMAgent(t *testing.T) {
 			}
 			// The countdown comes from provstick/agent.json (the
 			// recipe's agent.countdown) when the command line has none.
+			if !st.uefi {
+				s.putSyslinux(t, st.qr, "provstick.mei=virtio:org.provstick.mei")
+			}
 			s.put(t, "provstick/agent.json", fmt.Appendf(nil, `{"format":"provstick-agent/1","after":"poweroff","countdown":%s,"qr":%t}`, countdown, st.qr))
 			r := bootOnce(t, s.img, st.uefi, m, st.shot, st.wantOCR)
 			r.name = st.name
@@ -172,7 +179,7 @@ func TestVMAgent(t *testing.T) {
 			if i == 1 {
 				afterBoot2 = s.setupBin(t)
 			}
-			if st.qr && st.uefi {
+			if st.qr {
 				checkQR(t, r.screenshot, raw)
 			}
 		}) {
@@ -347,4 +354,33 @@ func loadAvg() string {
 	}
 	f := strings.Fields(string(b))
 	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+// putSyslinux writes the syslinux.cfg the builder makes for the shipped
+// default recipe with agent.qr set to qr (the stick was built with it
+// off), extra added to the command line as patchCmdline does.
+func (s *vmStick) putSyslinux(t *testing.T, qr bool, extra string) {
+	t.Helper()
+	y, err := os.ReadFile("../../images/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qr {
+		if bytes.Count(y, []byte("\n  qr: false\n")) != 1 {
+			t.Fatal(`images/default.yaml has no one "qr: false" line to turn on`)
+		}
+		y = bytes.Replace(y, []byte("\n  qr: false\n"), []byte("\n  qr: true\n"), 1)
+	}
+	r, err := builder.ParseRecipe(bytes.NewReader(y), "default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := builder.SyslinuxConfig(r)
+	if bytes.Contains(cfg, []byte(" vga=")) != qr {
+		t.Fatalf("syslinux.cfg with agent.qr %t:\n%s", qr, cfg)
+	}
+	if !bytes.Contains(cfg, []byte("  APPEND ")) {
+		t.Fatalf("syslinux.cfg has no APPEND line:\n%s", cfg)
+	}
+	s.put(t, builder.SyslinuxConfigPath, bytes.Replace(cfg, []byte("  APPEND "), []byte("  APPEND "+extra+" "), 1))
 }
