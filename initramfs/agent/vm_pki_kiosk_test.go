@@ -206,8 +206,11 @@ func TestVMPKIEndToEnd(t *testing.T) {
 	if rep.Records != 1 || rep.Damaged != 0 || rep.Stick != s.id || rep.Alarms() != 0 {
 		t.Errorf("reconcile report: stick %q, %d records, %d damaged, %d alarms; want %s, 1, 0, 0", rep.Stick, rep.Records, rep.Damaged, rep.Alarms(), s.id)
 	}
-	if rep.Known || len(rep.Discrepancies) != 1 || rep.Discrepancies[0].Kind != reconcile.KindForeignStick {
-		t.Errorf("reconcile: known %v, discrepancies %+v; want the PKI stick reported as one this pool did not allocate", rep.Known, rep.Discrepancies)
+	if rep.Known || len(rep.Discrepancies) != 1 || rep.Discrepancies[0].Kind != reconcile.KindPKIStick || rep.Discrepancies[0].Severity != reconcile.SeverityInfo {
+		t.Errorf("reconcile: known %v, discrepancies %+v; want the PKI stick reported (information) as one this pool did not allocate", rep.Known, rep.Discrepancies)
+	}
+	if m, err := kst.Machine(ctx, strings.ToLower(res.Job.UUID)); err != nil || m.ControlMode != "acm" || m.DMIModel == "" {
+		t.Errorf("the machine after the import: %+v, %v; want admin control mode and the ledger's DMI model", m, err)
 	}
 
 	t.Logf("build %.1f s, boot (QEMU start → exit) %.1f s, hellos on → admin control mode %.1f s (run %v), whole test %.1f s; load average: %s",
