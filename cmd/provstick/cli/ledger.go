@@ -114,9 +114,42 @@ func printLedger(w io.Writer, where string, l *ledger.Log) {
 		}
 		tw.Flush()
 	}
+	for _, r := range l.Records {
+		if k := r.KioskCheck; k != nil {
+			fmt.Fprintf(w, "seq %d: kiosk check: %s\n", r.Seq, kioskCheckLine(k))
+		}
+	}
 	for _, fd := range l.Findings {
 		fmt.Fprintf(w, "finding: %s\n", fd)
 	}
+}
+
+// kioskCheckLine says what the agent's reachability check found.
+func kioskCheckLine(k *ledger.KioskCheck) string {
+	var b strings.Builder
+	b.WriteString(k.Result)
+	if k.Name != "" {
+		fmt.Fprintf(&b, ", %s", k.Name)
+		if k.DomainSource != "" {
+			fmt.Fprintf(&b, " (domain from %s)", k.DomainSource)
+		}
+	}
+	if k.Kiosk != "" {
+		fmt.Fprintf(&b, " → %s", k.Kiosk)
+	}
+	if k.Address != "" {
+		fmt.Fprintf(&b, "; lease %s", k.Address)
+		if k.Interface != "" {
+			fmt.Fprintf(&b, " on %s", k.Interface)
+		}
+	}
+	if k.DNS != "" {
+		fmt.Fprintf(&b, ", DNS %s", k.DNS)
+	}
+	if k.Error != "" {
+		fmt.Fprintf(&b, "; %s", k.Error)
+	}
+	return b.String()
 }
 
 // readLedgerSource returns the ledger bytes from a ledger file, a mounted
