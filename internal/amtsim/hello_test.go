@@ -28,18 +28,20 @@ func newSCS(t *testing.T) *scs {
 		t.Fatal(err)
 	}
 	s := &scs{ln: ln, ch: make(chan []byte, 256)}
+	// One connection at a time, read to EOF before the next is accepted:
+	// the simulator writes its messages one after another, so s.ch keeps
+	// the order they were sent in (a goroutine per connection let a later
+	// message overtake an earlier one on a loaded machine).
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				b, _ := io.ReadAll(io.LimitReader(c, hello.MaxSize+1))
-				s.ch <- b
-			}()
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b, _ := io.ReadAll(io.LimitReader(c, hello.MaxSize+1))
+			c.Close()
+			s.ch <- b
 		}
 	}()
 	t.Cleanup(func() { ln.Close() })
