@@ -1,9 +1,7 @@
 package hello
 
 import (
-	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
@@ -71,25 +69,7 @@ func TestLimiterBoundedMemory(t *testing.T) {
 // closed unread, counted, and reported to the handler once; another
 // address is served meanwhile.
 func TestListenerFlood(t *testing.T) {
-	c := &collector{ch: make(chan struct{}, 100)}
-	l, err := New(Options{Handler: c.handle, ReadTimeout: time.Second, FloodRate: 0.001, FloodBurst: 3, FloodReport: time.Hour,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- l.Serve(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	l, c, ln := startWith(t, Options{ReadTimeout: time.Second, FloodRate: 0.001, FloodBurst: 3, FloodReport: time.Hour})
 	psk, _ := (&wire.Hello{Version: wire.VersionPSK, UUID: wire.UUID{1}, PID: "ABCD2345"}).MarshalBinary()
 	for range 10 {
 		send(t, ln.Addr().String(), psk, true)

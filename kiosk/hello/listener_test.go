@@ -29,9 +29,17 @@ func (c *collector) handle(_ context.Context, r Received) {
 
 func start(t *testing.T, timeout time.Duration) (*Listener, *collector, string) {
 	t.Helper()
+	l, c, ln := startWith(t, Options{ReadTimeout: timeout, MaxConnections: 4})
+	return l, c, ln.Addr().String()
+}
+
+// startWith serves a Listener made from o (Handler and Logger filled in)
+// on a loopback port until the test ends.
+func startWith(t *testing.T, o Options) (*Listener, *collector, net.Listener) {
+	t.Helper()
 	c := &collector{ch: make(chan struct{}, 100)}
-	l, err := New(Options{Handler: c.handle, ReadTimeout: timeout, MaxConnections: 4,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	o.Handler, o.Logger = c.handle, slog.New(slog.NewTextHandler(t.Output(), nil))
+	l, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +56,7 @@ func start(t *testing.T, timeout time.Duration) (*Listener, *collector, string) 
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return l, c, ln.Addr().String()
+	return l, c, ln
 }
 
 func send(t *testing.T, addr string, b []byte, closeWrite bool) {
@@ -149,25 +157,7 @@ func TestListenerSilent(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	for _, deferAccept := range []time.Duration{0, time.Second} {
 		t.Run(fmt.Sprintf("defer %v", deferAccept), func(t *testing.T) {
-			c := &collector{ch: make(chan struct{}, 100)}
-			l, err := New(Options{Handler: c.handle, ReadTimeout: timeout, DeferAccept: deferAccept,
-				Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(t.Context())
-			done := make(chan error)
-			go func() { done <- l.Serve(ctx, ln) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Serve: %v", err)
-				}
-			}()
+			_, c, ln := startWith(t, Options{ReadTimeout: timeout, DeferAccept: deferAccept})
 			var held time.Duration
 			if deferAccept > 0 {
 				held = waitDeferAccept(t, ln) // Linux: once Serve has set it; elsewhere 0
