@@ -102,6 +102,7 @@ func BenchmarkProvisionPostgres(b *testing.B) { benchProvision(b, storetest.Post
 var (
 	helloThreads = flag.Int("kiosk.hello-senders", 2, "hello benchmarks: sender threads in the sender process, each sending one hello per TCP connection")
 	helloPin     = flag.Bool("kiosk.hello-pin", false, "hello benchmarks: pin sender thread i to CPU i mod NumCPU")
+	helloSources = flag.Int("kiosk.hello-sources", 1024, "hello benchmarks: source addresses the senders spread their connections over (127.1.x.y), as a fleet of machines; 1 sends all from 127.0.0.1")
 )
 
 // helloBench sends b.N hellos to addr from a separate process (this test
@@ -116,7 +117,8 @@ var (
 func helloBench(b *testing.B, addr string, msg []byte, wait func()) {
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "PROVSTICK_HELLO_SENDER="+addr, fmt.Sprintf("PROVSTICK_HELLO_N=%d", b.N),
-		fmt.Sprintf("PROVSTICK_HELLO_THREADS=%d", *helloThreads), "PROVSTICK_HELLO_MSG="+hex.EncodeToString(msg))
+		fmt.Sprintf("PROVSTICK_HELLO_THREADS=%d", *helloThreads), fmt.Sprintf("PROVSTICK_HELLO_SOURCES=%d", *helloSources),
+		"PROVSTICK_HELLO_MSG="+hex.EncodeToString(msg))
 	if *helloPin {
 		cmd.Env = append(cmd.Env, "PROVSTICK_HELLO_PIN=1")
 	}

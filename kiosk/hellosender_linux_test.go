@@ -19,9 +19,24 @@ import (
 // netpoller, no goroutine switches, no allocations. RawSyscall keeps the
 // Go scheduler out of the loop; GOMAXPROCS is raised so that a thread
 // blocked in connect (a full accept queue) does not hold up the others.
-func rawSend(addr netip.AddrPort, n, threads int, pin bool, msg []byte) error {
+//
+// With sources > 1 and a loopback addr, connection k comes from source
+// address 127.1.x.y, the (k mod sources)-th, bound before connect with
+// IP_BIND_ADDRESS_NO_PORT: a fleet of machines, each with its own
+// address. From one address, the connecting side's port search among
+// the TIME_WAIT sockets of earlier hellos (__inet_hash_connect,
+// tcp_twsk_unique) takes most of the sender's CPU after a few thousand
+// hellos — a cost of the test rig that devices on a network, each with a
+// port range of its own, do not have.
+func rawSend(addr netip.AddrPort, n, threads, sources int, pin bool, msg []byte) error {
 	if !addr.Addr().Is4() {
 		return fmt.Errorf("hello sender: %v: IPv4 only", addr)
+	}
+	if sources < 1 || !addr.Addr().IsLoopback() {
+		sources = 1
+	}
+	if sources > 1<<16 {
+		return fmt.Errorf("hello sender: %d source addresses: at most %d", sources, 1<<16)
 	}
 	runtime.GOMAXPROCS(threads + 1)
 	var sa unix.RawSockaddrInet4
@@ -44,11 +59,32 @@ func rawSend(addr netip.AddrPort, n, threads int, pin bool, msg []byte) error {
 					return
 				}
 			}
-			for left.Add(-1) >= 0 {
+			var src unix.RawSockaddrInet4
+			src.Family = unix.AF_INET
+			one := int32(1)
+			for {
+				k := left.Add(-1)
+				if k < 0 {
+					break
+				}
 				fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 				if e != 0 {
 					errs <- fmt.Errorf("socket: %w", e)
 					return
+				}
+				if sources > 1 {
+					j := int(k) % sources
+					src.Addr = [4]byte{127, 1, byte(j >> 8), byte(j)}
+					if _, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, uintptr(unsafe.Pointer(&one)), 4, 0); e != 0 {
+						unix.RawSyscall(unix.SYS_CLOSE, fd, 0, 0)
+						errs <- fmt.Errorf("IP_BIND_ADDRESS_NO_PORT: %w", e)
+						return
+					}
+					if _, _, e := unix.RawSyscall(unix.SYS_BIND, fd, uintptr(unsafe.Pointer(&src)), unix.SizeofSockaddrInet4); e != 0 {
+						unix.RawSyscall(unix.SYS_CLOSE, fd, 0, 0)
+						errs <- fmt.Errorf("binding to source %v: %w", netip.AddrFrom4(src.Addr), e)
+						return
+					}
 				}
 				if _, _, e := unix.RawSyscall(unix.SYS_CONNECT, fd, uintptr(unsafe.Pointer(&sa)), unix.SizeofSockaddrInet4); e != 0 {
 					unix.RawSyscall(unix.SYS_CLOSE, fd, 0, 0)

@@ -10,8 +10,8 @@ import (
 )
 
 // rawSend is the portable fallback of the Linux sender: net.Dial from
-// threads goroutines (pin is ignored).
-func rawSend(addr netip.AddrPort, n, threads int, _ bool, msg []byte) error {
+// threads goroutines (sources and pin are ignored).
+func rawSend(addr netip.AddrPort, n, threads, _ int, _ bool, msg []byte) error {
 	var left atomic.Int64
 	left.Store(int64(n))
 	errs := make(chan error, threads)

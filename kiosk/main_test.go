@@ -30,17 +30,19 @@ func TestMain(m *testing.M) {
 
 // sendHellos sends PROVSTICK_HELLO_N copies of the hex message
 // PROVSTICK_HELLO_MSG from PROVSTICK_HELLO_THREADS threads (pinned to CPUs
-// when PROVSTICK_HELLO_PIN=1), one TCP connection per hello (rawSend).
+// when PROVSTICK_HELLO_PIN=1) and PROVSTICK_HELLO_SOURCES source
+// addresses, one TCP connection per hello (rawSend).
 func sendHellos(addr string) int {
 	n, _ := strconv.Atoi(os.Getenv("PROVSTICK_HELLO_N"))
 	threads, _ := strconv.Atoi(os.Getenv("PROVSTICK_HELLO_THREADS"))
+	sources, _ := strconv.Atoi(os.Getenv("PROVSTICK_HELLO_SOURCES"))
 	msg, err := hex.DecodeString(os.Getenv("PROVSTICK_HELLO_MSG"))
 	ap, aerr := netip.ParseAddrPort(addr)
 	if err != nil || aerr != nil || n <= 0 || threads <= 0 || len(msg) == 0 {
 		fmt.Fprintln(os.Stderr, "hello sender: bad environment")
 		return 2
 	}
-	if err := rawSend(ap, n, threads, os.Getenv("PROVSTICK_HELLO_PIN") == "1", msg); err != nil {
+	if err := rawSend(ap, n, threads, sources, os.Getenv("PROVSTICK_HELLO_PIN") == "1", msg); err != nil {
 		return 1
 	}
 	return 0

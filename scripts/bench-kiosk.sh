@@ -20,7 +20,15 @@
 #    to CPU i mod cores) that make plain blocking socket, connect, write,
 #    close system calls (RawSyscall: no netpoller, goroutines or
 #    allocations) — AMT devices are other machines, the senders should take
-#    as little of the kiosk's cores as they can. Each benchmark reports the
+#    as little of the kiosk's cores as they can. The connections come from
+#    HELLO_SOURCES loopback addresses (default 1024, 127.1.x.y), as from a
+#    fleet of machines with an address each: from a single address the
+#    kernel's search for a free source port among the TIME_WAIT sockets of
+#    earlier hellos costs the sender twice the kiosk's whole work (a
+#    first round, from one address, shows it; the kernel keeps at most
+#    tcp_max_tw_buckets TIME_WAIT sockets and closes later connections
+#    without one, so the count at each round's start is printed). Each
+#    benchmark reports the
 #    server process's CPU time per hello (rusage) and the sender's. The
 #    kiosk and the peer alternate, HELLO_ROUNDS times (default 3); medians.
 #    On loopback the receiving side's TCP work for the SYN, the data and the
@@ -41,6 +49,7 @@ cd "$(dirname "$0")/.."
 n=${1:-1000}
 hellos=${HELLOS:-100000}
 senders=${HELLO_SENDERS:-2}
+sources=${HELLO_SOURCES:-1024}
 pin=false
 [[ ${HELLO_PIN:-0} == 1 ]] && pin=true
 rounds=${HELLO_ROUNDS:-3}
@@ -51,16 +60,26 @@ parts=${KIOSK_BENCH:-all}
 prov= peer=
 [[ $parts == hellos ]] || prov=$(cd kiosk && "$tmp/kiosk.test" -test.run='^$' -test.bench='^(BenchmarkProvisionSQLite|BenchmarkProvisionPostgres)$' -test.benchtime=1x -test.timeout=30m -kiosk.devices="$n")
 [[ $parts == hellos ]] || peer=$(go test -run='^$' -bench='^BenchmarkProvision$' -benchtime=50x ./internal/amtsim)
+# TIME_WAIT sockets on this machine: the kernel keeps at most
+# net.ipv4.tcp_max_tw_buckets of them and closes later connections without
+# one, which makes hellos cheaper once earlier rounds filled the table.
+timewait() { ss -tan state time-wait | tail -n +2 | wc -l; }
+# The same senders from one address first, kiosk only, while the TIME_WAIT
+# table is as the machine left it: the rig's port search, for scale.
+tw1=$(timewait)
+one=$(cd kiosk && "$tmp/kiosk.test" -test.run='^$' -test.bench='^BenchmarkHellos$' -test.benchtime="${hellos}x" -kiosk.hello-senders="$senders" -kiosk.hello-pin="$pin" -kiosk.hello-sources=1)
 hel=
 loads=
+tws=
 ratios= # kiosk/peer hellos/s of each round
 for ((i = 1; i <= rounds; i++)); do
 	# Alternate which goes first.
 	order='BenchmarkHellos BenchmarkHellosPeer'
 	((i % 2 == 0)) && order='BenchmarkHellosPeer BenchmarkHellos'
 	round=
+	tws+="$(timewait) "
 	for b in $order BenchmarkHelloPipeline; do
-		round+=$(cd kiosk && "$tmp/kiosk.test" -test.run='^$' -test.bench="^$b\$" -test.benchtime="${hellos}x" -kiosk.hello-senders="$senders" -kiosk.hello-pin="$pin")$'\n'
+		round+=$(cd kiosk && "$tmp/kiosk.test" -test.run='^$' -test.bench="^$b\$" -test.benchtime="${hellos}x" -kiosk.hello-senders="$senders" -kiosk.hello-pin="$pin" -kiosk.hello-sources="$sources")$'\n'
 	done
 	hel+=$round
 	ratios+="$(echo "$round" | awk '$1 ~ /^BenchmarkHellos(-[0-9]+)?$/ { for (i = 1; i < NF; i++) if ($(i+1) == "hellos/s") k = $i }
@@ -69,6 +88,7 @@ for ((i = 1; i <= rounds; i++)); do
 	loads+="$(cut -d' ' -f1 /proc/loadavg) "
 done
 printf '%s\n%s\n%s\n' "$prov" "$peer" "$hel" | grep -E '^Benchmark'
+printf 'from one source address:\n%s\n' "$one" | grep -E '^(Benchmark|from)'
 metric() { awk -v name="$1" -v unit="$2" '$1 ~ "^"name"(-[0-9]+)?$" { for (i = 1; i < NF; i++) if ($(i+1) == unit) v[++k] = $i }
 	END { if (k == 0) exit 1; for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }; print v[int((k + 1) / 2)] }'; }
 . scripts/bench-lib.sh
@@ -95,12 +115,17 @@ hp=$(echo "$hel" | metric BenchmarkHellosPeer hellos/s)
 hpc=$(echo "$hel" | metric BenchmarkHellosPeer cpu-us/hello)
 hpsc=$(echo "$hel" | metric BenchmarkHellosPeer sender-cpu-us/hello)
 pl=$(echo "$hel" | metric BenchmarkHelloPipeline hellos/s)
+o=$(echo "$one" | metric BenchmarkHellos hellos/s)
+oc=$(echo "$one" | metric BenchmarkHellos cpu-us/hello)
+osc=$(echo "$one" | metric BenchmarkHellos sender-cpu-us/hello)
 cores=$(nproc)
-awk -v loads="$loads" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" -v h="$h" -v hc="$hc" -v hsc="$hsc" -v hp="$hp" -v hpc="$hpc" -v hpsc="$hpsc" -v pl="$pl" -v cores="$cores" -v senders="$senders" -v pin="$pin" -v rounds="$rounds" -v ratios="$ratios" 'BEGIN {
-	printf "hellos over TCP (%d sender threads in another process, pinned: %s; medians of %d alternating rounds):\n", senders, pin, rounds
+awk -v loads="$loads" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" -v h="$h" -v hc="$hc" -v hsc="$hsc" -v hp="$hp" -v hpc="$hpc" -v hpsc="$hpsc" -v pl="$pl" -v cores="$cores" -v senders="$senders" -v pin="$pin" -v rounds="$rounds" -v ratios="$ratios" -v sources="$sources" -v o="$o" -v oc="$oc" -v osc="$osc" -v tw1="$tw1" -v tws="$tws" -v twmax="$(sysctl -n net.ipv4.tcp_max_tw_buckets)" 'BEGIN {
+	printf "hellos over TCP (%d sender threads in another process, pinned: %s, from %d source addresses; medians of %d alternating rounds):\n", senders, pin, sources, rounds
 	printf "  parsed and recorded: %.0f/s; plain accept loop: %.0f/s; kiosk/peer = %.2fx (target ≥ 20,000/s); kiosk/peer in each round: %s\n", h, hp, h / hp, ratios
 	printf "  server CPU per hello: kiosk %.1f µs, plain loop %.1f µs, kiosk/peer = %.2fx; sender CPU per hello: %.1f µs (kiosk run), %.1f µs (peer run)\n", hc, hpc, hc / hpc, hsc, hpsc
 	printf "  capacity on %d cores, remote senders: kiosk %.0f hellos/s, plain loop %.0f; both on these cores: kiosk %.0f, plain loop %.0f\n", cores, cores * 1e6 / hc, cores * 1e6 / hpc, cores * 1e6 / (hc + hsc), cores * 1e6 / (hpc + hpsc)
+	printf "  from one source address (kiosk, run first, %d TIME_WAIT sockets at its start): %.0f/s; kiosk CPU %.1f µs, sender CPU %.1f µs per hello (the kernel searching TIME_WAIT sockets for a free source port)\n", tw1, o, oc, osc
+	printf "  TIME_WAIT sockets at the start of each round: %s(the kernel keeps at most %d)\n", tws, twmax
 	printf "parse + fold + record without TCP: %.0f hellos/s\n", pl
 	printf "load average after each hello round: %s; at the end: %s\n", loads, load
 }'
