@@ -16,12 +16,13 @@
 #         fresh simulated machine per run); and under TCG, TestVMAgentPKI's
 #         boots: ledger fsync with activation vs without, and the
 #         activation's own time from the ledger line.
-# COUNT (default 5) tunes the Go benchmark; BOOTS=0 skips the VM part.
+# COUNT (default 5) tunes the Go benchmark; BOOTS (default 3) is how many
+# times TestVMAgent runs (medians); BOOTS=0 skips the VM part.
 # TCG timings depend on load: the load average is printed before and after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${COUNT:-5}
-boots=${BOOTS:-1}
+boots=${BOOTS:-3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -51,24 +52,47 @@ awk -v r="$act" -v a="$pki" -v c="$count" 'BEGIN {
 }'
 
 if [ "$boots" != 0 ]; then
-	go test -count=1 -run '^TestVMAgent$' -v -timeout 30m ./initramfs/agent >"$tmp/vm.txt" 2>&1 || {
-		cat "$tmp/vm.txt" >&2
-		exit 1
-	}
-	echo "boot to ledger under TCG (TestVMAgent; s from QEMU start)"
-	grep '^BENCH ' "$tmp/vm.txt" | sed 's/^BENCH //' | awk '
+	# TCG boot times swing by a second or more from run to run on a shared
+	# machine (the same boot took 12.5 and 14.9 s minutes apart), so
+	# TestVMAgent runs BOOTS times and each figure is the median.
+	for ((r = 1; r <= boots; r++)); do
+		go test -count=1 -run '^TestVMAgent$' -v -timeout 30m ./initramfs/agent >"$tmp/vm.txt" 2>&1 || {
+			cat "$tmp/vm.txt" >&2
+			exit 1
+		}
+		grep '^BENCH ' "$tmp/vm.txt" | sed 's/^BENCH //' >>"$tmp/vmall.txt"
+	done
+	echo "boot to ledger under TCG (TestVMAgent run $boots times, medians; s from QEMU start)"
+	echo "  each run's boot to ledger fsync, s:"
+	awk '{ split($1, b, "="); split($3, f, "="); l[b[2]] = l[b[2]] " " f[2]; if (!(b[2] in seen)) { seen[b[2]] = 1; order[++n] = b[2] } }
+		END { for (i = 1; i <= n; i++) printf "    %-20s%s\n", order[i], l[order[i]] }' "$tmp/vmall.txt"
+	awk '
 	function fig(name, ours, peer, pv, unit, better, target) {
 		printf "@figure {\"name\":\"%s\",\"ours\":%.2f,\"peer\":\"%s\",\"peer_value\":%.2f,\"unit\":\"%s\",\"better\":\"%s\",\"target\":\"%s\"}\n", name, ours, peer, pv, unit, better, target
 	}
+	function med(key,   k, i, j, t, a) {
+		k = split(vals[key], a, " ")
+		for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+		return a[int((k + 1) / 2)]
+	}
 	{
+		delete v
 		for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-		own = v["agent_init_to_fsync"] - v["agent_me"]
-		printf "  %-20s ledger fsync %5.1f s (goal 12)  peer ready %5.1f s  ratio %.2f | firmware+loader %5.1f  kernel %4.1f  modules %4.1f  agent init→fsync %4.2f (ME %4.2f, own %4.2f, goal 2)\n",
-			v["boot"], v["qemu_to_fsync"], v["qemu_to_ready"], v["qemu_to_fsync"] / v["qemu_to_ready"],
-			v["firmware_loader"], v["kernel_to_init"], v["modules"], v["agent_init_to_fsync"], v["agent_me"], own
-		fig("boot to ledger fsync under TCG, " v["boot"], v["qemu_to_fsync"], "the same boot reaching ready", v["qemu_to_ready"], "s", "lower", "≤ 12 s")
-		fig("agent init to ledger fsync, without ME waits, " v["boot"], own, "the goal", 2, "s", "lower", "≤ 2 s")
-	}'
+		b = v["boot"]
+		if (!(b in seen)) { seen[b] = 1; order[++n] = b }
+		v["own"] = v["agent_init_to_fsync"] - v["agent_me"]
+		for (f in v) if (f != "boot") vals[b SUBSEP f] = vals[b SUBSEP f] " " v[f]
+	}
+	END {
+		for (i = 1; i <= n; i++) {
+			b = order[i]
+			printf "  %-20s ledger fsync %5.1f s (goal 12)  peer ready %5.1f s  ratio %.2f | firmware+loader %5.1f  kernel %4.1f  modules %4.1f  agent init→fsync %4.2f (ME %4.2f, own %4.2f, goal 2)\n",
+				b, med(b SUBSEP "qemu_to_fsync"), med(b SUBSEP "qemu_to_ready"), med(b SUBSEP "qemu_to_fsync") / med(b SUBSEP "qemu_to_ready"),
+				med(b SUBSEP "firmware_loader"), med(b SUBSEP "kernel_to_init"), med(b SUBSEP "modules"), med(b SUBSEP "agent_init_to_fsync"), med(b SUBSEP "agent_me"), med(b SUBSEP "own")
+			fig("boot to ledger fsync under TCG, " b, med(b SUBSEP "qemu_to_fsync"), "the same boot reaching ready", med(b SUBSEP "qemu_to_ready"), "s", "lower", "≤ 12 s")
+			fig("agent init to ledger fsync, without ME waits, " b, med(b SUBSEP "own"), "the goal", 2, "s", "lower", "≤ 2 s")
+		}
+	}' "$tmp/vmall.txt"
 fi
 if [ "$boots" != 0 ]; then
 	go test -count=1 -run '^TestVMAgentPKI$' -v -timeout 30m ./initramfs/agent >"$tmp/vmpki.txt" 2>&1 || {

@@ -19,6 +19,10 @@ import (
 // udev) and retries until ctx ends, because USB disks appear a few seconds
 // after the kernel starts. Other disks, and FAT partitions with the label
 // but no manifest, are left alone (unmounted again).
+//
+// It looks again every stickPoll: the partition is on the critical path of
+// every boot, and a look costs one read of a small sysfs directory (names
+// already tried are not opened again).
 func FindStick(ctx context.Context, mountDir string, log *slog.Logger) (string, *Manifest, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -45,10 +49,15 @@ func FindStick(ctx context.Context, mountDir string, log *slog.Logger) (string, 
 				why = append(why, n+": "+e)
 			}
 			return "", nil, fmt.Errorf("finding the stick (a FAT partition labelled %s with provstick/manifest.json): %w; tried %s", StickLabel, ErrNotOurStick, strings.Join(why, "; "))
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(stickPoll):
 		}
 	}
 }
+
+// stickPoll is how often FindStick looks for new block devices. At 250 ms
+// the stick was found on average 110 ms after its partition appeared
+// (QEMU, TCG: 590 ms after the modules were in, against 480 ms at 20 ms).
+const stickPoll = 20 * time.Millisecond
 
 var errNotFAT = errors.New("not a FAT filesystem")
 
