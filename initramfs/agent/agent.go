@@ -197,7 +197,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if rec.AMT != nil {
 			suffix = rec.AMT.DNSSuffix
 		}
-		rec.KioskCheck = cfg.KioskCheck.Finish(ctx, suffix)
+		var static StaticSCS
+		if sb != nil {
+			static = staticSCS(sb, rec.Index, man.SetupBin.FirstRecord)
+		}
+		rec.KioskCheck = cfg.KioskCheck.Finish(ctx, suffix, static)
 		phase("kiosk-check")
 	}
 	rec.Time = now().UTC()
@@ -352,6 +356,57 @@ func attribute(rec *ledger.Record, sb *setupbin.Reader, last *ledger.Record, man
 			rec.NextPID = p
 		}
 	}
+}
+
+// staticSCS returns the static SCS address (2/17) and port (2/18) of the
+// record at idx, the one this machine took: where its hello goes. If the
+// BIOS zeroed that record's body, the other records say it, when every
+// one holding an address holds the same (a stick's records are written
+// with the same network settings). No record taken, or no address:
+// the zero StaticSCS.
+func staticSCS(sb *setupbin.Reader, idx, first int) StaticSCS {
+	if idx < 0 {
+		return StaticSCS{}
+	}
+	read := func(r *setupbin.Record) (StaticSCS, bool) {
+		e, ok := r.Lookup(setupbin.VarServerAddr)
+		if !ok {
+			return StaticSCS{}, false
+		}
+		a, err := e.Addr()
+		if err != nil || !a.IsValid() || a.IsUnspecified() {
+			return StaticSCS{}, false
+		}
+		s := StaticSCS{Addr: a, Record: first + r.Index}
+		if e, ok := r.Lookup(setupbin.VarServerPort); ok {
+			if p, err := e.U16(); err == nil {
+				s.Port = p
+			}
+		}
+		return s, true
+	}
+	var others []StaticSCS
+	for _, r := range sb.Records {
+		if !r.Valid() {
+			continue
+		}
+		if r.Index == idx {
+			s, _ := read(r)
+			return s
+		}
+		if s, ok := read(r); ok {
+			others = append(others, s)
+		}
+	}
+	for _, o := range others {
+		if o.Addr != others[0].Addr || o.Port != others[0].Port {
+			return StaticSCS{}
+		}
+	}
+	if len(others) == 0 {
+		return StaticSCS{}
+	}
+	return others[0]
 }
 
 // pidOf finds the PID of the record at idx: in setup.bin if its body is

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -348,5 +349,38 @@ func TestSysSources(t *testing.T) {
 func TestRanges(t *testing.T) {
 	if got := ranges([]int{3, 4, 5, 9, 11, 12}); got != "3–5, 9, 11–12" {
 		t.Errorf("ranges = %q", got)
+	}
+}
+
+// TestStaticSCS: the static SCS address of the record a machine took. The
+// BIOS zeroes the taken record's body, so the other records say it (a
+// stick's records share their network settings); no address, or no record
+// taken, gives none.
+func TestStaticSCS(t *testing.T) {
+	open := func(t *testing.T, o setupbintest.Options) *setupbin.Reader {
+		data, _ := setupbintest.File(t, o)
+		root := t.TempDir()
+		if err := os.WriteFile(filepath.Join(root, SetupBinName), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sb, err := openSetupBin(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sb
+	}
+	scs := netip.MustParseAddr("10.77.0.9")
+	sb := open(t, setupbintest.Options{Records: 3, Seed: 7, Server: scs, Consumed: 1})
+	if got, want := staticSCS(sb, 0, 11), (StaticSCS{Addr: scs, Port: 9971, Record: 12}); got != want {
+		t.Errorf("taken record zeroed: %+v, want %+v", got, want)
+	}
+	if got, want := staticSCS(sb, 1, 11), (StaticSCS{Addr: scs, Port: 9971, Record: 12}); got != want {
+		t.Errorf("taken record still there: %+v, want %+v", got, want)
+	}
+	if got := staticSCS(sb, -1, 11); got.Addr.IsValid() {
+		t.Errorf("no record taken: %+v", got)
+	}
+	if got := staticSCS(open(t, setupbintest.Options{Records: 3, Seed: 7, Consumed: 1}), 0, 11); got.Addr.IsValid() {
+		t.Errorf("no address in the records: %+v", got)
 	}
 }

@@ -15,9 +15,10 @@ package agent
 // The name is resolved with the lease's DNS server (as AMT would, not any
 // other resolver), and the first address gets a TCP connection to the
 // hello port that is closed at once without a byte: the kiosk counts it
-// as a probe, not as a malformed hello (kiosk/hello). A static SCS
-// address in the record (setup.bin 2/17, 2/18) would make AMT skip DNS;
-// the check does not look at it.
+// as a probe, not as a malformed hello (kiosk/hello). When the machine's
+// record holds a static SCS address (setup.bin 2/17, port 2/18), AMT skips
+// DNS (spec §1 item 1) and so does the check: it probes that address
+// once it has a lease.
 //
 // The network sits behind Network: LinkNetwork (net_linux.go) on the
 // target, a fake in the tests.
@@ -144,11 +145,20 @@ func (k *KioskCheck) Start(ctx context.Context) {
 	}()
 }
 
+// StaticSCS is a static SCS address from setup.bin (2/17; 2/18 the
+// port), where AMT sends its hello without looking anything up.
+type StaticSCS struct {
+	Addr   netip.Addr // zero: none, the check looks the kiosk up
+	Port   uint16     // 0: none in the record, the check's port
+	Record int        // the stick's record number it was read from
+}
+
 // Finish waits for the lease and resolves and probes the kiosk, all
 // within the timeout counted from Start (Finish starts the check if
 // Start was not called). meSuffix is the ME's DNS suffix ("" if none or
-// unknown).
-func (k *KioskCheck) Finish(ctx context.Context, meSuffix string) *ledger.KioskCheck {
+// unknown); with a static SCS address the check probes it instead of
+// looking provisionserver.<domain> up.
+func (k *KioskCheck) Finish(ctx context.Context, meSuffix string, static StaticSCS) *ledger.KioskCheck {
 	k.Start(ctx)
 	defer k.cancel()
 	fctx, fcancel := context.WithDeadline(k.ctx, k.start.Add(k.Timeout))
@@ -195,6 +205,14 @@ func (k *KioskCheck) Finish(ctx context.Context, meSuffix string) *ledger.KioskC
 	if l.Server.IsValid() {
 		r.DHCP = l.Server.String()
 	}
+	if static.Addr.IsValid() {
+		port := static.Port
+		if port == 0 {
+			port = uint16(k.Port)
+		}
+		r.Static = fmt.Sprintf("setup.bin record %d", static.Record)
+		return k.probe(fctx, r, netip.AddrPortFrom(static.Addr.Unmap(), port))
+	}
 	dhcpDomain := strings.TrimSuffix(l.Domain, ".")
 	switch {
 	case k.Domain != "":
@@ -232,9 +250,17 @@ func (k *KioskCheck) Finish(ctx context.Context, meSuffix string) *ledger.KioskC
 	case len(addrs) == 0:
 		return fail(ledger.KioskNotResolved, fmt.Errorf("%s: %w", r.Name, ErrNotResolved))
 	}
-	ap := netip.AddrPortFrom(addrs[0], uint16(k.Port))
+	return k.probe(fctx, r, netip.AddrPortFrom(addrs[0], uint16(k.Port)))
+}
+
+// probe connects to the kiosk at ap and fills r's result.
+func (k *KioskCheck) probe(fctx context.Context, r *ledger.KioskCheck, ap netip.AddrPort) *ledger.KioskCheck {
+	fail := func(result string, err error) *ledger.KioskCheck {
+		r.Result, r.Error = result, err.Error()
+		return r
+	}
 	r.Kiosk = ap.String()
-	err = k.Net.Probe(fctx, ap)
+	err := k.Net.Probe(fctx, ap)
 	switch {
 	case err == nil:
 		r.Result = ledger.KioskReachable
@@ -310,8 +336,12 @@ func KioskLines(r *ledger.KioskCheck) []string {
 	if r == nil {
 		return nil
 	}
+	name := r.Name
+	if r.Static != "" {
+		name = "the static address in " + r.Static
+	}
 	if r.Result == ledger.KioskReachable {
-		return []string{fmt.Sprintf("Kiosk reachable: %s → %s.", r.Name, r.Kiosk)}
+		return []string{fmt.Sprintf("Kiosk reachable: %s → %s.", name, r.Kiosk)}
 	}
 	const cabling = "Check the kiosk's DNS and DHCP and the cabling."
 	var what, todo string
@@ -329,9 +359,9 @@ func KioskLines(r *ledger.KioskCheck) []string {
 	case ledger.KioskNotResolved:
 		what, todo = fmt.Sprintf("%s does not resolve at %s", orDash(r.Name), orDash(r.DNS)), cabling
 	case ledger.KioskRefused:
-		what, todo = fmt.Sprintf("%s → %s refused the connection", r.Name, r.Kiosk), "Check that the kiosk is running and listens for hellos on that port."
+		what, todo = fmt.Sprintf("%s → %s refused the connection", name, r.Kiosk), "Check that the kiosk is running and listens for hellos on that port."
 	case ledger.KioskTimeout:
-		what, todo = fmt.Sprintf("%s → %s did not answer", r.Name, r.Kiosk), cabling
+		what, todo = fmt.Sprintf("%s → %s did not answer", name, r.Kiosk), cabling
 	default:
 		what, todo = "the check failed", cabling
 	}

@@ -123,7 +123,7 @@ func TestKioskCheck(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			k := &KioskCheck{Net: tc.net, Timeout: 300 * time.Millisecond, Domain: tc.domain, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
 			start := time.Now()
-			r := k.Finish(t.Context(), tc.me)
+			r := k.Finish(t.Context(), tc.me, StaticSCS{})
 			if took := time.Since(start); took > 2*time.Second {
 				t.Errorf("took %v with a 300 ms timeout", took)
 			}
@@ -160,7 +160,7 @@ func TestKioskCheckStartedEarly(t *testing.T) {
 	secs := 1
 	k.Configure(&CheckKioskConf{Timeout: &secs, Domain: "x.example"})
 	start := time.Now()
-	r := k.Finish(t.Context(), "")
+	r := k.Finish(t.Context(), "", StaticSCS{})
 	if took := time.Since(start); r.Result != ledger.KioskNoLink || took > 3*time.Second || k.Port != DefaultKioskPort {
 		t.Errorf("%+v after %v (port %d)", r, took, k.Port)
 	}
@@ -181,7 +181,7 @@ func TestKioskCheckEarlyStart(t *testing.T) {
 	k.Start(t.Context())
 	time.Sleep(300 * time.Millisecond)
 	start := time.Now()
-	r := k.Finish(t.Context(), "")
+	r := k.Finish(t.Context(), "", StaticSCS{})
 	if r.Result != ledger.KioskNoDHCP || time.Since(start) > 100*time.Millisecond || r.ElapsedMS < 200 {
 		t.Errorf("%+v after %v", r, time.Since(start))
 	}
@@ -285,6 +285,53 @@ func TestRunKioskCheck(t *testing.T) {
 			}
 			if !strings.Contains(res.Message, want) || res.OK != reach {
 				t.Errorf("OK %v, message:\n%s\nwant %q", res.OK, res.Message, want)
+			}
+		})
+	}
+}
+
+// TestKioskCheckStatic: with a static SCS address from setup.bin the
+// check looks nothing up, as AMT does not (spec §1 item 1), and probes
+// that address at the record's port, or the check's when the record has
+// none.
+func TestKioskCheckStatic(t *testing.T) {
+	scs := netip.MustParseAddr("10.77.0.9")
+	tests := []struct {
+		name       string
+		net        *fakeNet
+		static     StaticSCS
+		want       string
+		wantKiosk  string
+		wantScreen string
+	}{
+		{name: "reachable at the record's port", net: &fakeNet{lease: testLease()}, static: StaticSCS{Addr: scs, Port: 16999, Record: 12},
+			want: ledger.KioskReachable, wantKiosk: "10.77.0.9:16999",
+			wantScreen: "Kiosk reachable: the static address in setup.bin record 12 → 10.77.0.9:16999."},
+		{name: "no port in the record", net: &fakeNet{lease: testLease()}, static: StaticSCS{Addr: scs, Record: 12},
+			want: ledger.KioskReachable, wantKiosk: "10.77.0.9:9971"},
+		{name: "no DNS server is no problem", net: &fakeNet{lease: &Lease{Interface: "eth0", Addr: netip.MustParsePrefix("10.77.0.100/24")}}, static: StaticSCS{Addr: scs, Port: 9971, Record: 12},
+			want: ledger.KioskReachable, wantKiosk: "10.77.0.9:9971"},
+		{name: "refused", net: &fakeNet{lease: testLease(), probeErr: fmt.Errorf("x: %w", ErrRefused)}, static: StaticSCS{Addr: scs, Port: 9971, Record: 12},
+			want: ledger.KioskRefused, wantKiosk: "10.77.0.9:9971",
+			wantScreen: "the static address in setup.bin record 12 → 10.77.0.9:9971 refused the connection"},
+		{name: "no lease", net: &fakeNet{blockLease: true}, static: StaticSCS{Addr: scs, Port: 9971, Record: 12},
+			want: ledger.KioskNoDHCP, wantScreen: "no DHCP answer"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k := &KioskCheck{Net: tc.net, Timeout: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
+			r := k.Finish(t.Context(), "me.example", tc.static)
+			if r.Result != tc.want || r.Kiosk != tc.wantKiosk {
+				t.Errorf("got %+v, want result %s kiosk %q", r, tc.want, tc.wantKiosk)
+			}
+			if tc.net.resolved != 0 || r.Name != "" || r.Domain != "" {
+				t.Errorf("looked up %q (%d times): %+v", tc.net.asked, tc.net.resolved, r)
+			}
+			if tc.wantKiosk != "" && r.Static != "setup.bin record 12" {
+				t.Errorf("static %q, want the record named", r.Static)
+			}
+			if lines := strings.Join(KioskLines(r), "\n"); !strings.Contains(lines, tc.wantScreen) {
+				t.Errorf("screen %q, want %q", lines, tc.wantScreen)
 			}
 		})
 	}

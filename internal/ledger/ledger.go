@@ -222,8 +222,12 @@ type KioskCheck struct {
 	DHCPDomain   string `json:"dhcp_domain,omitempty"`
 	Name         string `json:"name,omitempty"`  // provisionserver.<domain>
 	Kiosk        string `json:"kiosk,omitempty"` // address:port connected to (or tried)
-	Error        string `json:"error,omitempty"`
-	ElapsedMS    int64  `json:"elapsed_ms,omitempty"`
+	// Static names the setup.bin record whose static SCS address (2/17,
+	// 2/18) Kiosk is, e.g. "setup.bin record 17"; then nothing was looked
+	// up, as AMT looks nothing up.
+	Static    string `json:"static,omitempty"`
+	Error     string `json:"error,omitempty"`
+	ElapsedMS int64  `json:"elapsed_ms,omitempty"`
 }
 
 // DMI is /sys/class/dmi/id.

@@ -134,6 +134,9 @@ func kioskCheckLine(k *ledger.KioskCheck) string {
 			fmt.Fprintf(&b, " (domain from %s)", k.DomainSource)
 		}
 	}
+	if k.Static != "" {
+		fmt.Fprintf(&b, ", static address from %s", k.Static)
+	}
 	if k.Kiosk != "" {
 		fmt.Fprintf(&b, " → %s", k.Kiosk)
 	}
