@@ -8,20 +8,19 @@ import (
 	"time"
 
 	"github.com/provstick/provstick/kiosk/store"
+	"github.com/provstick/provstick/setupbin"
 )
 
 // Discrepancies returns what does not add up in the store at time now:
-// the discrepancies kept by ledger imports, and those read from the
-// entries, the kept ledger records and the hello log. Alarms come first,
+// the discrepancies kept by ledger imports (less a failed reachability
+// check at the PC whose machine has said hello since), and those read from
+// the entries, the kept ledger records and the hello log. Alarms come first,
 // then warnings, then information.
 func Discrepancies(ctx context.Context, st *store.Store, now time.Time) ([]Discrepancy, error) {
 	var out []Discrepancy
 	kept, err := st.StoredDiscrepancies(ctx)
 	if err != nil {
 		return nil, err
-	}
-	for _, k := range kept {
-		out = append(out, Discrepancy{Kind: Kind(k.Kind), Severity: Severity(k.Severity), Subject: k.Subject, Detail: k.Detail, Advice: k.Advice, At: k.At, ID: k.ID})
 	}
 	recs, err := st.LedgerRecords(ctx, "")
 	if err != nil {
@@ -42,6 +41,16 @@ func Discrepancies(ctx context.Context, st *store.Store, now time.Time) ([]Discr
 		if h.UUID != "" {
 			helloUUIDs[h.PID] = append(helloUUIDs[h.PID], strings.ToLower(h.UUID))
 		}
+	}
+	for _, k := range kept {
+		// A failed reachability check at the PC is moot once the
+		// machine has said hello after all.
+		if Kind(k.Kind) == KindKioskUnreachable {
+			if p, err := setupbin.ParsePID(strings.TrimPrefix(k.Subject, "PID ")); err == nil && len(helloUUIDs[p.String()]) > 0 {
+				continue
+			}
+		}
+		out = append(out, Discrepancy{Kind: Kind(k.Kind), Severity: Severity(k.Severity), Subject: k.Subject, Detail: k.Detail, Advice: k.Advice, At: k.At, ID: k.ID})
 	}
 
 	// One PID, two machines: from the hello log and the ledgers together.

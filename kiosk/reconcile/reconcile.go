@@ -68,6 +68,10 @@ const (
 	// KindPKIStick: the ledger of a PKI stick (no PID/PPS, not from the
 	// pool); its machines are recorded. Information, not kept.
 	KindPKIStick Kind = "pki-stick"
+	// KindKioskUnreachable: the agent's kiosk reachability check at the
+	// PC (recipe check_kiosk) failed, and the machine's PID has not said
+	// hello: what the check found is why, most likely.
+	KindKioskUnreachable Kind = "kiosk-unreachable-at-pc"
 	// KindMalformed: lines of a ledger that were damaged or unreadable.
 	KindMalformed Kind = "malformed-ledger"
 	// KindRecordMismatch: the ledger's record does not match the stick
@@ -295,6 +299,8 @@ type importer struct {
 	rep   *Report
 	err   error
 	audit []store.AuditRecord
+	// helloPIDs: the PIDs (canonical) that said hello, read once.
+	helloPIDs map[string]bool
 }
 
 // add puts d in the report and, when keep, in the store's kept
@@ -427,9 +433,71 @@ func (im *importer) stick(ctx context.Context, label string, recs []*ledger.Reco
 				Detail: fmt.Sprintf("%s record %d was taken by a machine that did not boot the stick (seen at seq %d)", subject, n, rec.Seq),
 				Advice: "the machine is linked when it says hello; if it never does, find it and power it on with the network connected"}, true)
 		}
+		if err := im.kioskCheck(ctx, subject, rec, lr); err != nil {
+			return nil, true, err
+		}
 		out = append(out, lr)
 	}
 	return out, true, nil
+}
+
+// kioskCheck reports a failed kiosk reachability check of the agent's
+// (ledger kiosk_check) when the machine's PID has not said hello. A check
+// that could not run (no driver for the NIC, or an error of its own) says
+// nothing about AMT's path, which has its own NIC firmware: information.
+func (im *importer) kioskCheck(ctx context.Context, subject string, rec *ledger.Record, lr store.LedgerRecord) error {
+	k := rec.KioskCheck
+	if k == nil || k.Result == ledger.KioskReachable {
+		return nil
+	}
+	if im.helloPIDs == nil {
+		hs, err := im.st.HelloSummaries(ctx)
+		if err != nil {
+			return err
+		}
+		im.helloPIDs = map[string]bool{}
+		for _, h := range hs {
+			if p, err := setupbin.ParsePID(h.PID); err == nil {
+				im.helloPIDs[p.String()] = true
+			}
+		}
+	}
+	if lr.PID != "" && im.helloPIDs[lr.PID] {
+		return nil
+	}
+	who := subject
+	if lr.PID != "" {
+		who = "PID " + pidDisplay(lr.PID)
+	}
+	where := k.Name
+	if k.Static != "" {
+		where = "the static address in " + k.Static
+	}
+	if k.Kiosk != "" {
+		where += " → " + k.Kiosk
+	}
+	detail := fmt.Sprintf("%s seq %d (record %d, machine %s): the agent's check at the PC: %s", subject, rec.Seq, rec.Record, orDash(lr.UUID), k.Result)
+	if where != "" {
+		detail += ", " + where
+	}
+	if k.Error != "" {
+		detail += ": " + k.Error
+	}
+	d := Discrepancy{Kind: KindKioskUnreachable, Severity: SeverityWarning, Subject: who, Detail: detail,
+		Advice: "the machine cannot find the kiosk the way the check did: fix what it names (cabling, the kiosk's DHCP or DNS, the hello port), then power the machine on again"}
+	if k.Result == ledger.KioskNoNIC || k.Result == ledger.KioskError {
+		d.Severity = SeverityInfo
+		d.Advice = "the check could not run on this machine (AMT's own network path was not tested); for no-nic add the NIC's driver to the recipe's check_kiosk.modules"
+	}
+	im.add(ctx, d, true)
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // record links one attributed record to its machine.

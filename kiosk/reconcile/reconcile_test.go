@@ -518,3 +518,82 @@ func TestReadSource(t *testing.T) {
 
 // TestMain stops the PostgreSQL cluster TestPostgres starts.
 func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
+
+// TestImportKioskCheck: a ledger line whose agent found the kiosk
+// unreachable at the PC is reported (and kept) while its PID has not said
+// hello, with what the check found; a machine that did say hello, or
+// whose check passed, is not; a check that could not run is information.
+func TestImportKioskCheck(t *testing.T) {
+	p := newPool(t)
+	ctx := t.Context()
+	r1 := rec("site-0001", 1, 1, p.pids[0], 1)
+	r1.KioskCheck = &ledger.KioskCheck{Result: ledger.KioskRefused, Static: "setup.bin record 2", Kiosk: "10.77.0.9:9971",
+		Error: "connecting to 10.77.0.9:9971: connection refused"}
+	r2 := rec("site-0001", 2, 2, p.pids[1], 2)
+	r2.KioskCheck = &ledger.KioskCheck{Result: ledger.KioskTimeout, Name: "provisionserver.lab.example", Kiosk: "10.77.0.1:9971"}
+	r3 := rec("site-0001", 3, 3, p.pids[2], 3)
+	r3.KioskCheck = &ledger.KioskCheck{Result: ledger.KioskReachable, Name: "provisionserver.lab.example", Kiosk: "10.77.0.1:9971"}
+	r4 := rec("site-0001", 4, 4, p.pids[3], 4)
+	r4.KioskCheck = &ledger.KioskCheck{Result: ledger.KioskNoNIC, Error: "no wired interface"}
+	// Machine 2 has said hello: its check's failure is history.
+	if err := p.s.RecordHellos(ctx, []store.HelloRecord{{At: base, Peer: "10.0.0.2:1000", UUID: uuidN(2), PID: p.pids[1].String(), Version: 2, Outcome: "queued"}}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Import(ctx, p.s, "kiosk.jsonl", bytes.NewReader(lines(t, r1, r2, r3, r4)), Options{Now: func() time.Time { return base }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []Discrepancy
+	for _, d := range rep.Discrepancies {
+		if d.Kind == KindKioskUnreachable {
+			got = append(got, d)
+		}
+	}
+	if len(got) != 2 {
+		t.Fatalf("kiosk-unreachable discrepancies: %+v (all: %+v)", got, rep.Discrepancies)
+	}
+	d := got[0]
+	if d.Severity != SeverityWarning || d.Subject != "PID "+p.pids[0].Display() ||
+		!strings.Contains(d.Detail, "refused, the static address in setup.bin record 2 → 10.77.0.9:9971: connecting to 10.77.0.9:9971: connection refused") ||
+		!strings.Contains(d.Detail, uuidN(1)) || !strings.Contains(d.Advice, "power the machine on again") {
+		t.Errorf("refused: %+v", d)
+	}
+	if d := got[1]; d.Severity != SeverityInfo || d.Subject != "PID "+p.pids[3].Display() || !strings.Contains(d.Advice, "check_kiosk.modules") {
+		t.Errorf("no NIC: %+v", d)
+	}
+	ds, err := Discrepancies(ctx, p.s, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := kinds(ds); k[KindKioskUnreachable] != 2 {
+		t.Errorf("kept: %v", k)
+	}
+}
+
+// TestKioskCheckMootAfterHello: the kept kiosk-unreachable discrepancy of
+// a machine goes from the list once its PID says hello.
+func TestKioskCheckMootAfterHello(t *testing.T) {
+	p := newPool(t)
+	ctx := t.Context()
+	r1 := rec("site-0001", 1, 1, p.pids[0], 1)
+	r1.KioskCheck = &ledger.KioskCheck{Result: ledger.KioskNoDHCP, Error: "no DHCP answer"}
+	if _, err := Import(ctx, p.s, "kiosk.jsonl", bytes.NewReader(lines(t, r1)), Options{Now: func() time.Time { return base }}); err != nil {
+		t.Fatal(err)
+	}
+	count := func() int {
+		ds, err := Discrepancies(ctx, p.s, base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kinds(ds)[KindKioskUnreachable]
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("before the hello: %d", n)
+	}
+	if err := p.s.RecordHellos(ctx, []store.HelloRecord{{At: base.Add(time.Hour), Peer: "10.0.0.1:1000", UUID: uuidN(1), PID: p.pids[0].String(), Version: 2, Outcome: "queued"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 0 {
+		t.Errorf("after the hello: %d", n)
+	}
+}
