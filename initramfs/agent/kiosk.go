@@ -336,10 +336,7 @@ func KioskLines(r *ledger.KioskCheck) []string {
 	if r == nil {
 		return nil
 	}
-	name := r.Name
-	if r.Static != "" {
-		name = "the static address in " + r.Static
-	}
+	name := r.Via()
 	if r.Result == ledger.KioskReachable {
 		return []string{fmt.Sprintf("Kiosk reachable: %s → %s.", name, r.Kiosk)}
 	}

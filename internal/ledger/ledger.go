@@ -230,6 +230,15 @@ type KioskCheck struct {
 	ElapsedMS int64  `json:"elapsed_ms,omitempty"`
 }
 
+// Via says how the check found the kiosk: the name it looked up, or "the
+// static address in setup.bin record N"; "" if it got that far in neither.
+func (k *KioskCheck) Via() string {
+	if k.Static != "" {
+		return "the static address in " + k.Static
+	}
+	return k.Name
+}
+
 // DMI is /sys/class/dmi/id.
 type DMI struct {
 	Vendor     string `json:"vendor,omitempty"`

@@ -469,10 +469,7 @@ func (im *importer) kioskCheck(ctx context.Context, subject string, rec *ledger.
 	if lr.PID != "" {
 		who = "PID " + pidDisplay(lr.PID)
 	}
-	where := k.Name
-	if k.Static != "" {
-		where = "the static address in " + k.Static
-	}
+	where := k.Via()
 	if k.Kiosk != "" {
 		where += " → " + k.Kiosk
 	}
