@@ -17,8 +17,6 @@ package kiosk
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +35,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/provstick/provstick/internal/netnstest"
 
 	"github.com/provstick/provstick/internal/amtsim"
 	"github.com/provstick/provstick/kiosk/netsvc"
@@ -61,55 +60,20 @@ type netns struct {
 	t            *testing.T
 	kns, dns     string // namespace names
 	kveth, dveth string
-	exe          string
-}
-
-func needNetns(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root for network namespaces"
-	} else if _, err := exec.LookPath("ip"); err != nil {
-		why = "needs iproute2's ip"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(why + " (CI=true: this test must run)")
-	}
-	t.Skip(why)
-}
-
-func ipCmd(t *testing.T, args ...string) {
-	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-	}
 }
 
 func newNetns(t *testing.T) *netns {
-	needNetns(t)
-	var r [3]byte
-	rand.Read(r[:])
-	id := hex.EncodeToString(r[:])
+	netnstest.Need(t, "network namespaces")
+	id := netnstest.ID()
 	n := &netns{t: t, kns: "provstick-k-" + id, dns: "provstick-d-" + id, kveth: "pvk" + id, dveth: "pvd" + id}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.exe = exe
-	ipCmd(t, "netns", "add", n.kns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", n.kns).Run() })
-	ipCmd(t, "netns", "add", n.dns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", n.dns).Run() })
-	ipCmd(t, "link", "add", n.kveth, "type", "veth", "peer", "name", n.dveth)
-	ipCmd(t, "link", "set", n.kveth, "netns", n.kns)
-	ipCmd(t, "link", "set", n.dveth, "netns", n.dns)
-	ipCmd(t, "-n", n.kns, "addr", "add", nsKioskIP+"/24", "dev", n.kveth)
+	netnstest.Add(t, n.kns)
+	netnstest.Add(t, n.dns)
+	netnstest.IP(t, "link", "add", n.kveth, "type", "veth", "peer", "name", n.dveth)
+	netnstest.IP(t, "link", "set", n.kveth, "netns", n.kns)
+	netnstest.IP(t, "link", "set", n.dveth, "netns", n.dns)
+	netnstest.IP(t, "-n", n.kns, "addr", "add", nsKioskIP+"/24", "dev", n.kveth)
 	for _, x := range [][2]string{{n.kns, n.kveth}, {n.kns, "lo"}, {n.dns, n.dveth}, {n.dns, "lo"}} {
-		ipCmd(t, "-n", x[0], "link", "set", x[1], "up")
+		netnstest.IP(t, "-n", x[0], "link", "set", x[1], "up")
 	}
 	return n
 }
@@ -117,44 +81,7 @@ func newNetns(t *testing.T) *netns {
 // start runs this test binary in namespace ns as role.
 func (n *netns) start(ns, role string, env ...string) *exec.Cmd {
 	n.t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns, n.exe)
-	cmd.Env = append(append(os.Environ(), envNSRole+"="+role), env...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		n.t.Fatalf("starting %s in %s: %v", role, ns, err)
-	}
-	n.t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				cmd.Process.Kill()
-				<-done
-			}
-		}
-	})
-	return cmd
-}
-
-// stop ends a role process with SIGTERM and requires a clean exit.
-func stopRole(t *testing.T, cmd *exec.Cmd, name string) {
-	t.Helper()
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("%s: %v", name, err)
-		}
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		t.Errorf("%s did not stop", name)
-		<-done
-	}
+	return netnstest.Start(n.t, ns, append([]string{envNSRole + "=" + role}, env...)...)
 }
 
 type nsRecord struct {
@@ -207,8 +134,8 @@ func TestNetnsDHCPDiscovery(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	stopRole(t, dev, "device")
-	stopRole(t, kiosk, "kiosk")
+	netnstest.Stop(t, dev, "device")
+	netnstest.Stop(t, kiosk, "kiosk")
 
 	leases, err := ro.DHCPLeases(ctx)
 	if err != nil {
@@ -238,7 +165,7 @@ func TestNetnsDHCPDiscovery(t *testing.T) {
 func TestNetnsDHCPRefuses(t *testing.T) {
 	n := newNetns(t)
 	ready := filepath.Join(t.TempDir(), "ready")
-	ipCmd(t, "-n", n.dns, "addr", "add", nsRogueIP+"/24", "dev", n.dveth)
+	netnstest.IP(t, "-n", n.dns, "addr", "add", nsRogueIP+"/24", "dev", n.dveth)
 	rogue := n.start(n.dns, "rogue", envNSIface+"="+n.dveth, envNSReady+"="+ready)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -263,7 +190,7 @@ func TestNetnsDHCPRefuses(t *testing.T) {
 		refuse.Process.Kill()
 		t.Fatal("the kiosk kept running next to another DHCP server")
 	}
-	stopRole(t, rogue, "rogue")
+	netnstest.Stop(t, rogue, "rogue")
 }
 
 // netnsRole runs one side of the namespace tests (this binary, started by

@@ -29,15 +29,12 @@ package agent
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -49,6 +46,7 @@ import (
 
 	"github.com/provstick/provstick/internal/amtsim"
 	"github.com/provstick/provstick/internal/ledger"
+	"github.com/provstick/provstick/internal/netnstest"
 	khello "github.com/provstick/provstick/kiosk/hello"
 	"github.com/provstick/provstick/kiosk/netsvc"
 )
@@ -74,64 +72,23 @@ func TestVMKioskCheck(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a VM under TCG; skipped with -short")
 	}
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root for a network namespace and a tap device"
-	} else if _, err := exec.LookPath("ip"); err != nil {
-		why = "needs iproute2's ip"
-	}
-	if why != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(why + " (CI=true: this test must run)")
-		}
-		t.Skip(why)
-	}
-	var rb [3]byte
-	rand.Read(rb[:])
-	id := hex.EncodeToString(rb[:])
+	netnstest.Need(t, "a network namespace and a tap device")
+	id := netnstest.ID()
 	ns, tap := "provstick-a-"+id, "pvtap"+id
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	ip("netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	ip("-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
-	ip("-n", ns, "addr", "add", vmKioskIP+"/24", "dev", tap)
-	ip("-n", ns, "link", "set", tap, "up")
-	ip("-n", ns, "link", "set", "lo", "up")
+	netnstest.Add(t, ns)
+	netnstest.IP(t, "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
+	netnstest.IP(t, "-n", ns, "addr", "add", vmKioskIP+"/24", "dev", tap)
+	netnstest.IP(t, "-n", ns, "link", "set", tap, "up")
+	netnstest.IP(t, "-n", ns, "link", "set", "lo", "up")
 
 	dir := t.TempDir()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kiosk := exec.Command("ip", "netns", "exec", ns, exe)
-	kiosk.Env = append(os.Environ(), envKioskNetRole+"=kiosknet", envKioskNetIface+"="+tap, envKioskNetDir+"="+dir)
-	kiosk.Stdout, kiosk.Stderr = os.Stderr, os.Stderr
-	if err := kiosk.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- kiosk.Wait() }()
+	kiosk := netnstest.Start(t, ns, envKioskNetRole+"=kiosknet", envKioskNetIface+"="+tap, envKioskNetDir+"="+dir)
 	stopped := false
 	stop := func() kioskNetStats {
 		t.Helper()
 		if !stopped {
 			stopped = true
-			kiosk.Process.Signal(syscall.SIGTERM)
-			select {
-			case err := <-exited:
-				if err != nil {
-					t.Errorf("the kiosk side: %v", err)
-				}
-			case <-time.After(20 * time.Second):
-				kiosk.Process.Kill()
-				<-exited
-				t.Error("the kiosk side did not stop")
-			}
+			netnstest.Stop(t, kiosk, "the kiosk side")
 		}
 		var st kioskNetStats
 		if b, err := os.ReadFile(filepath.Join(dir, "stats.json")); err != nil || json.Unmarshal(b, &st) != nil {
@@ -139,12 +96,6 @@ func TestVMKioskCheck(t *testing.T) {
 		}
 		return st
 	}
-	t.Cleanup(func() {
-		if !stopped {
-			kiosk.Process.Kill()
-			<-exited
-		}
-	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil {
